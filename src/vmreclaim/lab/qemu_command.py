@@ -1,0 +1,195 @@
+"""The QEMU command line of a lab guest, and the choice of accelerator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmreclaim.errors import MissingDependencyError, UsageError
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+COMMAND_PORT = "org.vmreclaim.cmd"
+BALLOON_ID = "balloon0"
+ACCELERATORS = ("auto", "kvm", "tcg")
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    """How to boot a lab guest. Amounts are bytes."""
+
+    memory: int = 2048 * MIB
+    cpus: int = 2
+    free_page_reporting: bool = True
+    deflate_on_oom: bool = False
+    scratch_disk: int | None = None
+    """Size of an ext4 disk mounted at /mnt/scratch in the guest, for page-cache workloads."""
+    append: str = ""
+    """Extra kernel command line, e.g. "page_reporting.page_reporting_order=5"."""
+    accel: str = "auto"
+    boot_timeout: float = 180.0
+    shell: bool = False
+    """Put the guest's serial console (a shell) on this terminal."""
+
+    def validate(self) -> None:
+        if self.memory < 128 * MIB:
+            raise UsageError(
+                f"guest memory {self.memory} bytes is too small", hint="use 128M or more"
+            )
+        if self.cpus < 1:
+            raise UsageError("a guest needs at least one vCPU")
+        if self.scratch_disk is not None and self.scratch_disk < 16 * MIB:
+            raise UsageError("the scratch disk must be at least 16M (ext4 needs room)")
+        if self.accel not in ACCELERATORS:
+            raise UsageError(f"unknown accelerator {self.accel!r}", hint="use auto, kvm or tcg")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where one running guest keeps its sockets and logs."""
+
+    directory: Path
+
+    @property
+    def command_socket(self) -> Path:
+        return self.directory / "command.sock"
+
+    @property
+    def lab_qmp_socket(self) -> Path:
+        return self.directory / "qmp-lab.sock"
+
+    @property
+    def qmp_socket(self) -> Path:
+        """A second monitor, left free for other tools (`vmreclaim top --qmp ...`)."""
+        return self.directory / "qmp.sock"
+
+    @property
+    def console_log(self) -> Path:
+        return self.directory / "console.log"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.directory / "qemu.log"
+
+    @property
+    def scratch_image(self) -> Path:
+        return self.directory / "scratch.img"
+
+
+def find_qemu() -> Path:
+    if platform.machine() not in ("x86_64", "AMD64"):
+        raise MissingDependencyError(
+            f"the lab boots x86-64 guests and this host is {platform.machine()}"
+        )
+    found = os.environ.get("VMRECLAIM_QEMU") or shutil.which("qemu-system-x86_64")
+    if not found:
+        raise MissingDependencyError(
+            "QEMU is not installed (no qemu-system-x86_64 on PATH)",
+            hint="apt-get install qemu-system-x86 (scripts/setup does)",
+        )
+    return Path(found)
+
+
+def kernel_command_line(config: MachineConfig) -> str:
+    # panic=-1 with -no-reboot: a guest that panics ends QEMU at once instead of hanging.
+    base = ["console=ttyS0", "panic=-1", "8250.nr_uarts=1"]
+    base += ["quiet", "vmreclaim.shell=1"] if config.shell else []
+    return " ".join([*base, config.append]).strip()
+
+
+def qemu_argv(
+    *,
+    qemu: Path,
+    kernel: Path,
+    initramfs: Path,
+    package_dir: Path,
+    config: MachineConfig,
+    accel: str,
+    files: RunFiles,
+) -> list[str]:
+    balloon = (
+        f"virtio-balloon-pci,id={BALLOON_ID}"
+        f",free-page-reporting={'on' if config.free_page_reporting else 'off'}"
+        f",deflate-on-oom={'on' if config.deflate_on_oom else 'off'}"
+    )
+    console = (
+        ["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"]
+        if config.shell
+        else ["-serial", f"file:{files.console_log}"]
+    )
+    # fmt: off
+    argv = [
+        str(qemu),
+        "-name", "vmreclaim-lab,process=vmreclaim-lab",
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-machine", "q35", "-accel", accel,
+        # -cpu host aborts under nested KVM here ("failed to set MSR 0x10a"); max works on both.
+        "-cpu", "max",
+        "-m", f"{config.memory // MIB}M", "-smp", str(config.cpus),
+        "-kernel", str(kernel), "-initrd", str(initramfs),
+        "-append", kernel_command_line(config),
+        *console,
+        "-device", balloon,
+        "-device", "virtio-serial-pci,id=serial0",
+        # QEMU connects to our socket at start-up (server=off), so the guest's greeting can
+        # never be written before anyone listens.
+        "-chardev", f"socket,id=command,path={files.command_socket},server=off",
+        "-device", f"virtserialport,bus=serial0.0,chardev=command,name={COMMAND_PORT}",
+        # Read-only 9p shares: the host's /usr (python3 and its libraries; Debian has merged
+        # /usr) and vmreclaim's own package. Nothing else of the host is visible in the guest.
+        "-fsdev", "local,id=usr,path=/usr,security_model=none,readonly=on",
+        "-device", "virtio-9p-pci,fsdev=usr,mount_tag=usr",
+        "-fsdev", f"local,id=vmreclaim,path={package_dir},security_model=none,readonly=on",
+        "-device", "virtio-9p-pci,fsdev=vmreclaim,mount_tag=vmreclaim",
+        "-qmp", f"unix:{files.lab_qmp_socket},server=on,wait=off",
+        "-qmp", f"unix:{files.qmp_socket},server=on,wait=off",
+    ]
+    # fmt: on
+    if config.scratch_disk is not None:
+        argv += [
+            "-drive",
+            f"file={files.scratch_image},if=none,id=scratch,format=raw,cache=unsafe",
+            "-device",
+            "virtio-blk-pci,drive=scratch",
+        ]
+    return argv
+
+
+def kvm_usable() -> bool:
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+def choose_accelerator(
+    requested: str, probe_key: str, cache: Path, probe: Callable[[], bool]
+) -> str:
+    """ "kvm" or "tcg". For "auto": KVM only where a probe guest really boots under it, since
+    nested KVM here opens fine and then hangs the guest; the verdict is cached per host kernel,
+    QEMU and guest image."""
+    if requested != "auto":
+        if requested == "kvm" and not kvm_usable():
+            raise MissingDependencyError(
+                "/dev/kvm is missing or not accessible", hint="use --accel tcg or auto"
+            )
+        return requested
+    if not kvm_usable():
+        return "tcg"
+    verdicts_file = cache / "accelerator.json"
+    try:
+        verdicts: dict[str, str] = json.loads(verdicts_file.read_text())
+    except (OSError, ValueError):
+        verdicts = {}
+    if probe_key not in verdicts:
+        log.info("probing whether KVM boots a guest here (once; the verdict is cached)")
+        verdicts[probe_key] = "kvm" if probe() else "tcg"
+        verdicts_file.parent.mkdir(parents=True, exist_ok=True)
+        verdicts_file.write_text(json.dumps(verdicts, indent=2) + "\n")
+        if verdicts[probe_key] == "tcg":
+            log.info("KVM did not boot the probe guest: using TCG (software emulation)")
+    return verdicts[probe_key]

@@ -1,0 +1,100 @@
+"""The QEMU command line and the choice of accelerator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vmreclaim.errors import UsageError
+from vmreclaim.lab import qemu_command
+from vmreclaim.lab.qemu_command import MachineConfig, RunFiles, choose_accelerator, qemu_argv
+
+
+def _argv(config: MachineConfig) -> list[str]:
+    return qemu_argv(
+        qemu=Path("/usr/bin/qemu-system-x86_64"),
+        kernel=Path("/k"),
+        initramfs=Path("/i"),
+        package_dir=Path("/src/vmreclaim"),
+        config=config,
+        accel="tcg",
+        files=RunFiles(Path("/run/vm")),
+    )
+
+
+def _device(argv: list[str], prefix: str) -> str:
+    return next(a for a in argv if a.startswith(prefix))
+
+
+def test_free_page_reporting_is_on_by_default() -> None:
+    balloon = _device(_argv(MachineConfig()), "virtio-balloon-pci")
+    assert "free-page-reporting=on" in balloon
+    assert "deflate-on-oom=off" in balloon
+
+
+def test_reporting_and_deflate_on_oom_follow_the_config() -> None:
+    balloon = _device(
+        _argv(MachineConfig(free_page_reporting=False, deflate_on_oom=True)), "virtio-balloon-pci"
+    )
+    assert "free-page-reporting=off" in balloon
+    assert "deflate-on-oom=on" in balloon
+
+
+def test_only_usr_and_the_package_are_shared_read_only() -> None:
+    shares = [a for a in _argv(MachineConfig()) if a.startswith("local,")]
+    assert len(shares) == 2
+    assert all("readonly=on" in share for share in shares)
+    assert {share.split("path=")[1].split(",")[0] for share in shares} == {"/usr", "/src/vmreclaim"}
+
+
+def test_memory_cpus_and_kernel_command_line() -> None:
+    argv = _argv(
+        MachineConfig(memory=1536 << 20, cpus=1, append="page_reporting.page_reporting_order=5")
+    )
+    assert argv[argv.index("-m") + 1] == "1536M"
+    assert argv[argv.index("-smp") + 1] == "1"
+    assert argv[argv.index("-append") + 1].endswith("page_reporting.page_reporting_order=5")
+
+
+def test_scratch_disk_only_when_asked() -> None:
+    assert not any("virtio-blk" in a for a in _argv(MachineConfig()))
+    assert any("virtio-blk" in a for a in _argv(MachineConfig(scratch_disk=64 << 20)))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        MachineConfig(memory=64 << 20),
+        MachineConfig(cpus=0),
+        MachineConfig(accel="hvf"),
+        MachineConfig(scratch_disk=1 << 20),
+    ],
+)
+def test_impossible_configs_are_refused(config: MachineConfig) -> None:
+    with pytest.raises(UsageError):
+        config.validate()
+
+
+def test_auto_probes_once_and_caches_the_verdict(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(qemu_command, "kvm_usable", lambda: True)
+    probes = []
+
+    def probe() -> bool:
+        probes.append(1)
+        return False
+
+    assert choose_accelerator("auto", "key", tmp_path, probe) == "tcg"
+    assert choose_accelerator("auto", "key", tmp_path, probe) == "tcg"
+    assert len(probes) == 1
+    assert choose_accelerator("auto", "other-qemu", tmp_path, lambda: True) == "kvm"
+
+
+def test_auto_without_dev_kvm_is_tcg_without_probing(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(qemu_command, "kvm_usable", lambda: False)
+    assert choose_accelerator("auto", "key", tmp_path, lambda: pytest.fail("probed")) == "tcg"
+
+
+def test_explicit_choice_is_kept(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(qemu_command, "kvm_usable", lambda: True)
+    assert choose_accelerator("tcg", "key", tmp_path, lambda: pytest.fail("probed")) == "tcg"
