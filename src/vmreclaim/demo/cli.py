@@ -1,0 +1,25 @@
+"""`vmreclaim demo [--quick]`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from vmreclaim.demo.run import run_demo
+    from vmreclaim.lab.cli import guest_image, machine_config
+    from vmreclaim.units import parse_size
+
+    config = machine_config(args, scratch_disk=parse_size("1G"))
+    return run_demo(config, guest_image(args), quick=args.quick)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from vmreclaim.lab.cli import add_machine_options
+
+    demo = subparsers.add_parser(
+        "demo", help="watch a lab guest give freed memory and page cache back to the host"
+    )
+    demo.add_argument("--quick", action="store_true", help="smaller amounts, shorter waits")
+    add_machine_options(demo, memory="2G")
+    demo.set_defaults(handler=_demo)

@@ -1,0 +1,293 @@
+"""Writes to the guest kernel: reclaim page cache, drop caches, compact, set the reporting order.
+
+Each function does one kind of write through a `writer` (tests pass a fake) and returns a typed
+result; OS errors become vmreclaim errors with a hint in one place, `_translate`. Which method to
+use is decided by the pure `plan_reclaim`, so the daemon, the one-shot command and tests agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from vmreclaim.errors import MissingDependencyError, UsageError, VmreclaimError
+from vmreclaim.guest.observe._files import under
+from vmreclaim.guest.observe.kernel import ReclaimInterface
+from vmreclaim.guest.observe.reporting import MAX_BUDDY_ORDER, PAGE_REPORTING_ORDER_FILE
+
+log = logging.getLogger(__name__)
+
+MEMORY_RECLAIM_FILE = "/sys/fs/cgroup/memory.reclaim"
+DROP_CACHES_FILE = "/proc/sys/vm/drop_caches"
+COMPACT_MEMORY_FILE = "/proc/sys/vm/compact_memory"
+
+# One memory.reclaim write runs until the kernel has reclaimed the whole amount or given up, and
+# WSL2 users report hangs and RCU stalls in long ones: 256 MiB per write (WSL2's smallest step)
+# keeps each write short and lets a time limit end the loop between writes.
+MAX_RECLAIM_WRITE_BYTES = 256 << 20
+DEFAULT_TIME_LIMIT_S = 30.0
+DROP_PAGE_CACHE = 1  # drop_caches value: clean page cache only; 3 adds dentries and inodes
+
+ControlWriter = Callable[[Path, str], None]
+ReclaimMethod = Literal["memory.reclaim", "drop_caches", "none"]
+StopReason = Literal["done", "eagain", "time-limit", "key-rejected"]
+
+
+def write_control_file(path: Path, text: str) -> None:
+    """Write `text` in one write(2), as `echo TEXT > PATH` does: the kernel parses each write whole.
+
+    No O_CREAT: a knob the kernel lacks must fail with ENOENT, not appear as a regular file.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, text.encode("ascii"))
+    finally:
+        os.close(fd)
+
+
+def _translate(err: OSError, path: Path, missing_hint: str) -> VmreclaimError:
+    """The one place where an OSError from a kernel knob becomes a vmreclaim error."""
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return UsageError(
+            f"permission denied writing {path}",
+            hint="run as root, e.g. `sudo vmreclaim guest reclaim`",
+        )
+    if err.errno == errno.EROFS:
+        return MissingDependencyError(
+            f"{path} is read-only here",
+            hint="run the agent in the VM itself, not in a container with a read-only /proc/sys",
+        )
+    if err.errno == errno.ENOENT:
+        return MissingDependencyError(f"{path} does not exist", hint=missing_hint)
+    return VmreclaimError(f"writing {path} failed: {err.strerror or err}")
+
+
+def _write(writer: ControlWriter, path: Path, text: str, missing_hint: str) -> None:
+    log.debug("write %r to %s", text, path)
+    try:
+        writer(path, text)
+    except OSError as err:
+        raise _translate(err, path, missing_hint) from err
+
+
+@dataclass(frozen=True)
+class ReclaimPlan:
+    """How to turn page cache into free memory on this kernel, and why (for logs and status)."""
+
+    method: ReclaimMethod
+    swappiness_key: bool  # append " swappiness=0" to each memory.reclaim write
+    reason: str
+
+
+def plan_reclaim(
+    interface: ReclaimInterface, swap_active: bool, allow_swap: bool = False
+) -> ReclaimPlan:
+    """Pick the reclaim method that frees page cache without pushing anonymous memory to swap.
+
+    1. memory.reclaim with " swappiness=0" where the kernel takes the key (6.11+).
+    2. memory.reclaim without the key where it cannot swap anyway: no swap is active, or
+       vm.swappiness is 0 (the root cgroup v2 uses vm.swappiness, and cgroup reclaim with
+       swappiness 0 scans file pages only: get_scan_count() in mm/vmscan.c), or `allow_swap`.
+    3. Otherwise, when swap is on and the key is missing (5.19-6.10 with swap): drop_caches=1. It
+       never touches anonymous memory, but it cannot be bounded: it drops all clean page cache,
+       hot files included. Refusing would leave the cache on the host forever; pushing anon to
+       swap would trade host memory for guest stalls without the user asking for it.
+    4. No memory.reclaim at all (cgroup v1, kernels before 5.19): drop_caches=1, same caveat.
+    """
+    if interface.memory_reclaim:
+        if interface.swappiness_key:
+            return ReclaimPlan("memory.reclaim", True, "memory.reclaim with swappiness=0")
+        if not swap_active:
+            return ReclaimPlan("memory.reclaim", False, "no swap is active: reclaim takes cache")
+        if interface.vm_swappiness == 0:
+            return ReclaimPlan("memory.reclaim", False, "vm.swappiness is 0: file pages only")
+        if allow_swap:
+            return ReclaimPlan("memory.reclaim", False, "swapping anonymous memory is allowed")
+        reason = "memory.reclaim has no swappiness= key here and swap is on"
+    elif interface.cgroup_mode == "unified":
+        reason = "the root cgroup has no memory.reclaim (Linux 5.19+)"
+    else:
+        reason = "cgroup v2 is not mounted at /sys/fs/cgroup"
+    if interface.drop_caches:
+        return ReclaimPlan("drop_caches", False, f"{reason}: drop_caches=1 instead")
+    return ReclaimPlan("none", False, f"{reason}, and /proc/sys/vm/drop_caches is missing")
+
+
+@dataclass(frozen=True)
+class ReclaimResult:
+    """What a reclaim did. `confirmed_bytes`: the sum of memory.reclaim writes the kernel completed
+    (each one means at least that much was reclaimed); None for drop_caches, which says nothing.
+    The true amount is the caller's before/after difference of reclaimable cache."""
+
+    plan: ReclaimPlan
+    requested_bytes: int
+    confirmed_bytes: int | None
+    writes: int
+    stop: StopReason
+    elapsed_s: float
+
+
+def reclaim_memory(
+    root: Path,
+    amount_bytes: int,
+    *,
+    swappiness_key: bool,
+    page_size: int = 4096,
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    clock: Callable[[], float] = time.monotonic,
+    writer: ControlWriter = write_control_file,
+) -> ReclaimResult:
+    """Reclaim `amount_bytes` from the root cgroup in page-aligned writes of at most 256 MiB.
+
+    Stops when done, on EAGAIN (the kernel could not reclaim a whole write: partial success), when
+    `time_limit_s` has passed between writes, or on EINVAL for the swappiness key ("key-rejected":
+    the kernel lacks it, whatever its version says; the caller re-plans).
+    """
+    plan = ReclaimPlan("memory.reclaim", swappiness_key, "memory.reclaim")
+    path = under(root, MEMORY_RECLAIM_FILE)
+    suffix = " swappiness=0" if swappiness_key else ""
+    start = clock()
+    remaining = max(0, amount_bytes)
+    confirmed = writes = 0
+    stop: StopReason = "done"
+    while True:
+        step = min(remaining, MAX_RECLAIM_WRITE_BYTES) // page_size * page_size
+        if step <= 0:
+            break
+        if clock() - start >= time_limit_s:
+            stop = "time-limit"
+            break
+        writes += 1
+        log.debug("write %r to %s", f"{step}{suffix}", path)
+        try:
+            writer(path, f"{step}{suffix}")
+        except OSError as err:
+            if err.errno == errno.EAGAIN:
+                stop = "eagain"
+                break
+            if err.errno == errno.EINVAL and swappiness_key:
+                stop = "key-rejected"
+                break
+            raise _translate(err, path, "the kernel needs cgroup v2 and Linux 5.19+") from err
+        confirmed += step
+        remaining -= step
+    return ReclaimResult(plan, amount_bytes, confirmed, writes, stop, clock() - start)
+
+
+def drop_caches(
+    root: Path,
+    value: int = DROP_PAGE_CACHE,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    writer: ControlWriter = write_control_file,
+) -> ReclaimResult:
+    """Write `value` (1: page cache, 2: dentries and inodes, 3: both) to drop_caches.
+
+    It frees clean cache only: dirty pages stay until written back.
+    """
+    if value not in (1, 2, 3):
+        raise UsageError(f"bad drop_caches value {value}", hint="use 1 (page cache) or 3")
+    start = clock()
+    _write(writer, under(root, DROP_CACHES_FILE), str(value), "the kernel lacks drop_caches")
+    plan = ReclaimPlan("drop_caches", False, f"drop_caches={value}")
+    return ReclaimResult(plan, 0, None, 1, "done", clock() - start)
+
+
+def reclaim_cache(
+    root: Path,
+    amount_bytes: int,
+    interface: ReclaimInterface,
+    *,
+    swap_active: bool,
+    allow_swap: bool = False,
+    page_size: int = 4096,
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    clock: Callable[[], float] = time.monotonic,
+    writer: ControlWriter = write_control_file,
+) -> ReclaimResult:
+    """Reclaim about `amount_bytes` of page cache by the method `plan_reclaim` picks."""
+    plan = plan_reclaim(interface, swap_active, allow_swap)
+    log.debug("reclaim %d bytes: %s", amount_bytes, plan.reason)
+    if plan.method == "none":
+        raise MissingDependencyError(
+            f"no way to reclaim page cache: {plan.reason}",
+            hint="use a kernel with cgroup v2 memory.reclaim (Linux 5.19+) or /proc/sys mounted",
+        )
+    if plan.method == "drop_caches":
+        dropped = drop_caches(root, clock=clock, writer=writer)
+        return dataclasses.replace(dropped, plan=plan, requested_bytes=amount_bytes)
+    result = reclaim_memory(
+        root,
+        amount_bytes,
+        swappiness_key=plan.swappiness_key,
+        page_size=page_size,
+        time_limit_s=time_limit_s,
+        clock=clock,
+        writer=writer,
+    )
+    if result.stop == "key-rejected":
+        log.info("the kernel rejects memory.reclaim's swappiness= key; planning without it")
+        without_key = dataclasses.replace(interface, swappiness_key=False)
+        return reclaim_cache(
+            root,
+            amount_bytes - (result.confirmed_bytes or 0),
+            without_key,
+            swap_active=swap_active,
+            allow_swap=allow_swap,
+            page_size=page_size,
+            time_limit_s=max(0.0, time_limit_s - result.elapsed_s),
+            clock=clock,
+            writer=writer,
+        )
+    return dataclasses.replace(result, plan=plan)
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    elapsed_s: float
+
+
+def compact_memory(
+    root: Path,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    writer: ControlWriter = write_control_file,
+) -> CompactResult:
+    """Compact all zones (synchronous) so free memory forms blocks large enough to report."""
+    start = clock()
+    _write(
+        writer,
+        under(root, COMPACT_MEMORY_FILE),
+        "1",
+        "the kernel was built without CONFIG_COMPACTION",
+    )
+    return CompactResult(clock() - start)
+
+
+def check_reporting_order(order: int) -> None:
+    """Refuse an order the buddy allocator does not have, before anything is written."""
+    if not 0 <= order <= MAX_BUDDY_ORDER:
+        raise UsageError(
+            f"bad reporting order {order}",
+            hint=f"use 0..{MAX_BUDDY_ORDER}; 9 (2 MiB) is the kernel's default, WSL2 uses 5",
+        )
+
+
+def set_reporting_order(
+    root: Path, order: int, *, writer: ControlWriter = write_control_file
+) -> None:
+    """Report free blocks of `order` and above (opt-in: below 9 it splits host huge pages)."""
+    check_reporting_order(order)
+    _write(
+        writer,
+        under(root, PAGE_REPORTING_ORDER_FILE),
+        str(order),
+        "the kernel needs CONFIG_PAGE_REPORTING and Linux 5.14+ for this parameter",
+    )

@@ -1,0 +1,33 @@
+"""Readers of the guest kernel's memory state, each taking the filesystem root.
+
+Each module reads one source into an immutable record with amounts in bytes; `observe` reads
+them all into one `Observation`. Tests point `root` at a tree of verbatim kernel text.
+"""
+
+from __future__ import annotations
+
+from vmreclaim.guest.observe.buddy import BuddyInfo, BuddyZone, FreeSplit, split_free
+from vmreclaim.guest.observe.cpu import CpuTimes
+from vmreclaim.guest.observe.kernel import KernelRelease, ReclaimInterface
+from vmreclaim.guest.observe.memory import MemInfo, VmStat
+from vmreclaim.guest.observe.pressure import Pressure, PressureLine
+from vmreclaim.guest.observe.reporting import ReportingPath, VirtioBalloon
+from vmreclaim.guest.observe.snapshot import Observation, observe
+
+__all__ = [
+    "BuddyInfo",
+    "BuddyZone",
+    "CpuTimes",
+    "FreeSplit",
+    "KernelRelease",
+    "MemInfo",
+    "Observation",
+    "Pressure",
+    "PressureLine",
+    "ReclaimInterface",
+    "ReportingPath",
+    "VirtioBalloon",
+    "VmStat",
+    "observe",
+    "split_free",
+]

@@ -1,0 +1,162 @@
+"""/proc/meminfo and /proc/vmstat: how memory is used, and what reclaim and refaults cost."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from vmreclaim.guest.observe._files import read_text
+
+# Field of MemInfo -> key of /proc/meminfo. The kernel prints these in kB (KiB, in fact).
+_MEMINFO_KEYS = (
+    ("total_bytes", "MemTotal"),
+    ("free_bytes", "MemFree"),
+    ("available_bytes", "MemAvailable"),  # since Linux 3.14
+    ("buffers_bytes", "Buffers"),
+    ("cached_bytes", "Cached"),
+    ("anon_bytes", "AnonPages"),
+    ("active_file_bytes", "Active(file)"),
+    ("inactive_file_bytes", "Inactive(file)"),
+    ("shmem_bytes", "Shmem"),
+    ("dirty_bytes", "Dirty"),
+    ("writeback_bytes", "Writeback"),
+    ("reclaimable_slab_bytes", "SReclaimable"),
+    ("unreclaimable_slab_bytes", "SUnreclaim"),
+    ("swap_total_bytes", "SwapTotal"),
+    ("swap_free_bytes", "SwapFree"),
+)
+
+
+@dataclass(frozen=True)
+class MemInfo:
+    """The parts of /proc/meminfo the agent uses, in bytes; None where the kernel lacks the key.
+
+    `missing` names the absent keys as the kernel spells them ("MemAvailable").
+    """
+
+    total_bytes: int | None
+    free_bytes: int | None
+    available_bytes: int | None
+    buffers_bytes: int | None
+    cached_bytes: int | None
+    anon_bytes: int | None
+    active_file_bytes: int | None
+    inactive_file_bytes: int | None
+    shmem_bytes: int | None
+    dirty_bytes: int | None
+    writeback_bytes: int | None
+    reclaimable_slab_bytes: int | None
+    unreclaimable_slab_bytes: int | None
+    swap_total_bytes: int | None
+    swap_free_bytes: int | None
+    missing: tuple[str, ...]
+
+    @property
+    def file_cache_bytes(self) -> int | None:
+        """Page cache on the file LRUs. Shmem/tmpfs is not here: it lives on the anon LRUs."""
+        if self.active_file_bytes is None or self.inactive_file_bytes is None:
+            return None
+        return self.active_file_bytes + self.inactive_file_bytes
+
+    @property
+    def reclaimable_cache_bytes(self) -> int | None:
+        """Active(file) + Inactive(file) + SReclaimable: WSL2's measure of what reclaim can take."""
+        if self.file_cache_bytes is None or self.reclaimable_slab_bytes is None:
+            return None
+        return self.file_cache_bytes + self.reclaimable_slab_bytes
+
+    @property
+    def swap_active(self) -> bool:
+        """True when any swap device or file is on (SwapTotal > 0)."""
+        return bool(self.swap_total_bytes)
+
+
+def parse_meminfo(text: str) -> MemInfo:
+    """Parse /proc/meminfo text ("MemTotal:        2014548 kB") into bytes."""
+    values: dict[str, int] = {}
+    for line in text.splitlines():
+        key, sep, rest = line.partition(":")
+        fields = rest.split()
+        if not sep or not fields:
+            continue
+        try:
+            number = int(fields[0])
+        except ValueError:
+            continue
+        unit = fields[1] if len(fields) > 1 else ""
+        values[key.strip()] = number * 1024 if unit == "kB" else number
+    found = {field: values.get(key) for field, key in _MEMINFO_KEYS}
+    missing = tuple(key for _, key in _MEMINFO_KEYS if key not in values)
+    return MemInfo(**found, missing=missing)
+
+
+def empty_meminfo() -> MemInfo:
+    """A MemInfo where everything is missing (the file itself could not be read)."""
+    return parse_meminfo("")
+
+
+def read_meminfo(root: Path = Path("/")) -> MemInfo | None:
+    """/proc/meminfo under `root`, or None when it cannot be read."""
+    text = read_text(root, "/proc/meminfo")
+    return None if text is None else parse_meminfo(text)
+
+
+@dataclass(frozen=True)
+class VmStat:
+    """Cumulative event counters from /proc/vmstat (counts of pages or events, not bytes).
+
+    A policy works on the difference between two snapshots. None where the kernel lacks a counter;
+    `missing` names those as the kernel spells them.
+    """
+
+    workingset_refault_file: int | None  # cache pages read back soon after being reclaimed
+    workingset_refault_anon: int | None  # since 5.9
+    workingset_activate_file: int | None
+    pgmajfault: int | None
+    pswpin: int | None
+    pswpout: int | None
+    pgscan_kswapd: int | None
+    pgscan_direct: int | None
+    pgsteal_kswapd: int | None
+    pgsteal_direct: int | None
+    compact_stall: int | None
+    drop_pagecache: int | None  # times someone wrote drop_caches
+    missing: tuple[str, ...]
+
+
+_VMSTAT_FIELDS = tuple(
+    field.name for field in dataclasses.fields(VmStat) if field.name != "missing"
+)
+
+# Before Linux 5.9 only file pages had workingset detection, and their counters carried no suffix
+# ("mm: workingset: age nonresident information alongside anonymous pages" split them).
+_VMSTAT_OLD_NAMES = {
+    "workingset_refault_file": "workingset_refault",
+    "workingset_activate_file": "workingset_activate",
+}
+
+
+def parse_vmstat(text: str) -> VmStat:
+    """Parse /proc/vmstat text ("workingset_refault_file 1234", one counter a line)."""
+    counters: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[1].lstrip("-").isdigit():
+            counters[fields[0]] = int(fields[1])
+    found: dict[str, int | None] = {}
+    missing: list[str] = []
+    for name in _VMSTAT_FIELDS:
+        value = counters.get(name)
+        if value is None and name in _VMSTAT_OLD_NAMES:
+            value = counters.get(_VMSTAT_OLD_NAMES[name])
+        if value is None:
+            missing.append(name)
+        found[name] = value
+    return VmStat(**found, missing=tuple(missing))
+
+
+def read_vmstat(root: Path = Path("/")) -> VmStat | None:
+    """/proc/vmstat under `root`, or None when it cannot be read."""
+    text = read_text(root, "/proc/vmstat")
+    return None if text is None else parse_vmstat(text)

@@ -1,0 +1,260 @@
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+import pytest
+
+from vmreclaim.errors import MissingDependencyError, UsageError, VmreclaimError
+from vmreclaim.guest.actions import (
+    MAX_RECLAIM_WRITE_BYTES,
+    compact_memory,
+    drop_caches,
+    plan_reclaim,
+    reclaim_cache,
+    reclaim_memory,
+    set_reporting_order,
+    write_control_file,
+)
+from vmreclaim.guest.observe.kernel import ReclaimInterface
+
+from . import kernel_text as k
+
+MEMORY_RECLAIM = Path("sys/fs/cgroup/memory.reclaim")
+DROP_CACHES = Path("proc/sys/vm/drop_caches")
+
+
+class FakeWriter:
+    """Records (path under root, text) per write; raises the errno scripted for a write index."""
+
+    def __init__(self, root: Path, errors: dict[int, int] | None = None) -> None:
+        self.root = root
+        self.errors = errors or {}
+        self.writes: list[tuple[Path, str]] = []
+
+    def __call__(self, path: Path, text: str) -> None:
+        self.writes.append((path.relative_to(self.root), text))
+        code = self.errors.get(len(self.writes) - 1)
+        if code is not None:
+            raise OSError(code, errno.errorcode[code])
+
+
+class FakeClock:
+    def __init__(self, step: float = 0.0) -> None:
+        self.now = 100.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def interface(**changes: object) -> ReclaimInterface:
+    values: dict[str, object] = {
+        "cgroup_mode": "unified",
+        "memory_reclaim": True,
+        "swappiness_key": True,
+        "drop_caches": True,
+        "compact_memory": True,
+        "vm_swappiness": 60,
+    }
+    values.update(changes)
+    return ReclaimInterface(**values)  # type: ignore[arg-type]
+
+
+# plan_reclaim
+
+
+def test_plan_uses_the_swappiness_key_where_the_kernel_has_it():
+    plan = plan_reclaim(interface(), swap_active=True)
+    assert (plan.method, plan.swappiness_key) == ("memory.reclaim", True)
+
+
+def test_plan_without_key_and_without_swap_uses_plain_memory_reclaim():
+    plan = plan_reclaim(interface(swappiness_key=False), swap_active=False)
+    assert (plan.method, plan.swappiness_key) == ("memory.reclaim", False)
+
+
+def test_plan_without_key_with_swap_falls_back_to_drop_caches():
+    plan = plan_reclaim(interface(swappiness_key=False), swap_active=True)
+    assert plan.method == "drop_caches"
+
+
+def test_plan_without_key_with_swap_but_vm_swappiness_0_uses_memory_reclaim():
+    plan = plan_reclaim(interface(swappiness_key=False, vm_swappiness=0), swap_active=True)
+    assert plan.method == "memory.reclaim"
+
+
+def test_plan_without_key_with_swap_allowed_uses_memory_reclaim():
+    plan = plan_reclaim(interface(swappiness_key=False), swap_active=True, allow_swap=True)
+    assert plan.method == "memory.reclaim"
+
+
+def test_plan_on_cgroup_v1_uses_drop_caches():
+    plan = plan_reclaim(
+        interface(cgroup_mode="legacy", memory_reclaim=False, swappiness_key=False), False
+    )
+    assert plan.method == "drop_caches"
+
+
+def test_plan_with_no_knob_at_all_is_none():
+    plan = plan_reclaim(
+        interface(memory_reclaim=False, swappiness_key=False, drop_caches=False), False
+    )
+    assert plan.method == "none"
+
+
+# reclaim_memory
+
+
+def test_reclaim_is_split_into_writes_of_at_most_256_mib(tmp_path):
+    writer = FakeWriter(tmp_path)
+    result = reclaim_memory(tmp_path, 600 * k.MIB, swappiness_key=True, writer=writer)
+    assert writer.writes == [
+        (MEMORY_RECLAIM, f"{MAX_RECLAIM_WRITE_BYTES} swappiness=0"),
+        (MEMORY_RECLAIM, f"{MAX_RECLAIM_WRITE_BYTES} swappiness=0"),
+        (MEMORY_RECLAIM, f"{88 * k.MIB} swappiness=0"),
+    ]
+    assert (result.stop, result.confirmed_bytes, result.writes) == ("done", 600 * k.MIB, 3)
+
+
+def test_reclaim_without_the_key_writes_the_bare_amount(tmp_path):
+    writer = FakeWriter(tmp_path)
+    reclaim_memory(tmp_path, 8 * k.MIB, swappiness_key=False, writer=writer)
+    assert writer.writes == [(MEMORY_RECLAIM, str(8 * k.MIB))]
+
+
+def test_reclaim_amounts_are_rounded_down_to_whole_pages(tmp_path):
+    writer = FakeWriter(tmp_path)
+    reclaim_memory(tmp_path, 3 * 4096 + 100, swappiness_key=False, writer=writer)
+    assert writer.writes == [(MEMORY_RECLAIM, str(3 * 4096))]
+
+
+def test_reclaim_of_less_than_a_page_writes_nothing(tmp_path):
+    writer = FakeWriter(tmp_path)
+    result = reclaim_memory(tmp_path, 4095, swappiness_key=True, writer=writer)
+    assert writer.writes == []
+    assert result.stop == "done"
+
+
+def test_eagain_stops_reclaim_as_a_partial_success(tmp_path):
+    writer = FakeWriter(tmp_path, errors={1: errno.EAGAIN})
+    result = reclaim_memory(tmp_path, 1024 * k.MIB, swappiness_key=True, writer=writer)
+    assert result.stop == "eagain"
+    assert result.writes == 2
+    assert result.confirmed_bytes == MAX_RECLAIM_WRITE_BYTES
+
+
+def test_time_limit_stops_reclaim_between_writes(tmp_path):
+    writer = FakeWriter(tmp_path)
+    clock = FakeClock(step=1.0)  # every clock read advances one second
+    result = reclaim_memory(
+        tmp_path, 2048 * k.MIB, swappiness_key=True, time_limit_s=2.5, clock=clock, writer=writer
+    )
+    assert result.stop == "time-limit"
+    assert result.writes == 2  # clock reads at +1 s and +2 s allow a write, +3 s does not
+
+
+def test_einval_on_the_key_reports_the_key_rejected(tmp_path):
+    writer = FakeWriter(tmp_path, errors={0: errno.EINVAL})
+    result = reclaim_memory(tmp_path, 64 * k.MIB, swappiness_key=True, writer=writer)
+    assert (result.stop, result.confirmed_bytes) == ("key-rejected", 0)
+
+
+def test_permission_denied_says_to_run_as_root(tmp_path):
+    writer = FakeWriter(tmp_path, errors={0: errno.EACCES})
+    with pytest.raises(UsageError) as caught:
+        reclaim_memory(tmp_path, 64 * k.MIB, swappiness_key=True, writer=writer)
+    assert caught.value.hint is not None
+    assert "root" in caught.value.hint
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+def test_other_write_errors_keep_their_cause(tmp_path):
+    writer = FakeWriter(tmp_path, errors={0: errno.EIO})
+    with pytest.raises(VmreclaimError) as caught:
+        reclaim_memory(tmp_path, 64 * k.MIB, swappiness_key=False, writer=writer)
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+# reclaim_cache
+
+
+def test_rejected_key_without_swap_retries_without_the_key(tmp_path):
+    writer = FakeWriter(tmp_path, errors={0: errno.EINVAL})
+    result = reclaim_cache(tmp_path, 64 * k.MIB, interface(), swap_active=False, writer=writer)
+    assert writer.writes[1] == (MEMORY_RECLAIM, str(64 * k.MIB))
+    assert (result.plan.method, result.plan.swappiness_key) == ("memory.reclaim", False)
+
+
+def test_rejected_key_with_swap_falls_back_to_drop_caches(tmp_path):
+    writer = FakeWriter(tmp_path, errors={0: errno.EINVAL})
+    result = reclaim_cache(tmp_path, 64 * k.MIB, interface(), swap_active=True, writer=writer)
+    assert writer.writes[1] == (DROP_CACHES, "1")
+    assert result.plan.method == "drop_caches"
+
+
+def test_reclaim_cache_with_no_method_says_what_is_missing(tmp_path):
+    bare = interface(memory_reclaim=False, swappiness_key=False, drop_caches=False)
+    with pytest.raises(MissingDependencyError):
+        reclaim_cache(tmp_path, k.MIB, bare, swap_active=False, writer=FakeWriter(tmp_path))
+
+
+# drop_caches, compaction, reporting order
+
+
+def test_drop_caches_writes_1_for_page_cache_only(tmp_path):
+    writer = FakeWriter(tmp_path)
+    result = drop_caches(tmp_path, writer=writer)
+    assert writer.writes == [(DROP_CACHES, "1")]
+    assert result.confirmed_bytes is None
+
+
+def test_drop_caches_rejects_values_the_kernel_does_not_know(tmp_path):
+    with pytest.raises(UsageError):
+        drop_caches(tmp_path, 4, writer=FakeWriter(tmp_path))
+
+
+def test_compaction_writes_1_to_compact_memory(tmp_path):
+    writer = FakeWriter(tmp_path)
+    compact_memory(tmp_path, writer=writer)
+    assert writer.writes == [(Path("proc/sys/vm/compact_memory"), "1")]
+
+
+def test_compaction_missing_from_the_kernel_is_a_missing_dependency(tmp_path):
+    writer = FakeWriter(tmp_path, errors={0: errno.ENOENT})
+    with pytest.raises(MissingDependencyError) as caught:
+        compact_memory(tmp_path, writer=writer)
+    assert caught.value.hint is not None
+    assert "CONFIG_COMPACTION" in caught.value.hint
+
+
+def test_reporting_order_is_written_to_the_module_parameter(tmp_path):
+    writer = FakeWriter(tmp_path)
+    set_reporting_order(tmp_path, 5, writer=writer)
+    assert writer.writes == [
+        (Path("sys/module/page_reporting/parameters/page_reporting_order"), "5")
+    ]
+
+
+@pytest.mark.parametrize("order", [-1, 11])
+def test_reporting_order_outside_the_buddy_orders_is_refused(tmp_path, order):
+    with pytest.raises(UsageError):
+        set_reporting_order(tmp_path, order, writer=FakeWriter(tmp_path))
+
+
+# the real writer
+
+
+def test_control_file_holds_exactly_the_last_write(tmp_path):
+    knob = tmp_path / "memory.reclaim"
+    knob.write_text("")
+    write_control_file(knob, "268435456 swappiness=0")
+    write_control_file(knob, "4096")
+    assert knob.read_text() == "4096"
+
+
+def test_control_file_is_never_created(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        write_control_file(tmp_path / "memory.reclaim", "4096")
+    assert not (tmp_path / "memory.reclaim").exists()
