@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from vmreclaim import paths
@@ -89,3 +90,37 @@ def test_a_kernel_that_does_not_boot_is_a_boot_error(tmp_path: Path, guest_image
     assert done.returncode == 1
     assert "QEMU exited" in done.stderr
     assert "too old to load a ram disk" in done.stderr  # what QEMU said comes through
+
+
+def test_lab_shell_gives_a_shell_on_the_console_and_exit_powers_off(guest_image) -> None:
+    shell = subprocess.Popen(
+        [sys.executable, "-m", "vmreclaim", "lab", "shell", "--memory", "512M"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert shell.stdin is not None
+    assert shell.stdout is not None
+    seen = b""
+    try:
+        os.set_blocking(shell.stdout.fileno(), False)
+
+        def read_until(marker: bytes, seconds: float) -> bool:
+            nonlocal seen
+            deadline = time.monotonic() + seconds
+            while marker not in seen and time.monotonic() < deadline:
+                seen += shell.stdout.read() or b""  # type: ignore[union-attr]
+                time.sleep(0.1)
+            return marker in seen
+
+        assert read_until(b"/ # ", 120), seen[-2000:]
+        shell.stdin.write(b"echo shell-$((6 * 7))\n")
+        shell.stdin.flush()
+        assert read_until(b"shell-42", 30), seen[-2000:]
+        shell.stdin.write(b"exit\n")
+        shell.stdin.flush()
+        assert shell.wait(timeout=60) == 0
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+            shell.wait()

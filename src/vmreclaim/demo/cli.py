@@ -10,7 +10,10 @@ def _demo(args: argparse.Namespace) -> int:
     from vmreclaim.lab.cli import guest_image, machine_config
     from vmreclaim.units import parse_size
 
-    config = machine_config(args, scratch_disk=parse_size("1G"))
+    # The page-cache act writes to a scratch disk; --scratch can make it larger.
+    config = machine_config(args)
+    if config.scratch_disk is None:
+        config = machine_config(args, scratch_disk=parse_size("1G"))
     return run_demo(config, guest_image(args), quick=args.quick)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ def add_kernel_options(parser: argparse._ArgumentGroup | argparse.ArgumentParser
 
 
 def machine_config(args: argparse.Namespace, **overrides: Any) -> MachineConfig:
+    """The machine the options describe; `overrides` (e.g. shell=True) take precedence."""
     from vmreclaim.lab.qemu_command import MachineConfig
 
     config = MachineConfig(
@@ -52,8 +54,8 @@ def machine_config(args: argparse.Namespace, **overrides: Any) -> MachineConfig:
         scratch_disk=parse_size(args.scratch) if args.scratch else None,
         append=args.append,
         accel=args.accel,
-        **overrides,
     )
+    config = dataclasses.replace(config, **overrides)
     config.validate()
     return config
 

@@ -12,7 +12,7 @@
 #   guest -> host:        "DONE <id> <exit code> <stdout bytes> <stderr bytes>\n", stdout, stderr
 # Output goes through files, so stdout and stderr stay apart and any size or byte comes through.
 
-/bin/busybox --install -s
+/bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export HOME=/root PYTHONPATH=/opt/vmreclaim/lib PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8
 

@@ -1,0 +1,24 @@
+"""The README's first command, in its quick form."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+
+def test_quick_demo_shows_memory_leaving_the_guest(guest_image) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "vmreclaim", "demo", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = dict(re.findall(r"^  (\S.*?)\s{2,}([\d.]+) MiB$", done.stdout, re.MULTILINE))
+    held = float(rows["holding 512.0 MiB"])
+    freed = float(rows["after the process exited"])
+    cached = float(rows["with 384.0 MiB of page cache"])
+    dropped = float(rows["after dropping the cache"])
+    assert held - freed >= 0.8 * 512
+    assert cached - dropped >= 0.8 * 384
