@@ -14,8 +14,12 @@ from pathlib import Path
 from vmreclaim.errors import UsageError
 from vmreclaim.guest import oneshot, status
 from vmreclaim.guest.actions import DEFAULT_TIME_LIMIT_S, check_reporting_order
+from vmreclaim.guest.config import load_settings
+from vmreclaim.guest.daemon import Agent, stop_on_signals
 from vmreclaim.guest.observe import observe
 from vmreclaim.guest.observe.snapshot import DEFAULT_PAGE_SIZE
+from vmreclaim.guest.policies import POLICIES, get_policy
+from vmreclaim.guest.priority import lower_priority
 from vmreclaim.units import format_size, parse_size
 
 
@@ -67,6 +71,29 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _add_root(reclaim)
     reclaim.set_defaults(handler=_reclaim)
+    _register_run(commands)
+
+
+def _register_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="the daemon: observe, decide and reclaim every tick (as the systemd service)",
+        description="Reclaim cold page cache and compact free memory by a policy, every tick, "
+        "at idle priority, until SIGTERM or SIGINT.",
+    )
+    run.add_argument(
+        "--policy",
+        metavar="NAME",
+        help=f"one of {', '.join(POLICIES)} (default: adaptive, or the config file's)",
+    )
+    run.add_argument("--config", type=Path, metavar="FILE", help="an INI file of knobs")
+    run.add_argument(
+        "--interval", metavar="SECONDS", help="time between ticks (default: 2, or the file's)"
+    )
+    run.add_argument("--duration", metavar="SECONDS", help="run this long, then exit 0")
+    run.add_argument("--once", action="store_true", help="run one tick, then exit")
+    _add_root(run)
+    run.set_defaults(handler=_run)
 
 
 def _add_root(parser: argparse.ArgumentParser) -> None:
@@ -79,11 +106,11 @@ def _page_size(root: Path) -> int:
     return os.sysconf("SC_PAGE_SIZE") if root == Path("/") else DEFAULT_PAGE_SIZE
 
 
-def require_root(root: Path, euid: int) -> None:
+def require_root(root: Path, euid: int, command: str = "reclaim") -> None:
     """Refuse early, with the fix, when writing the real kernel's knobs without root."""
     if root == Path("/") and euid != 0:
         raise UsageError(
-            "`vmreclaim guest reclaim` writes kernel memory knobs and must run as root",
+            f"`vmreclaim guest {command}` writes kernel memory knobs and must run as root",
             hint="run it with sudo, or as the systemd service",
         )
 
@@ -114,4 +141,38 @@ def _reclaim(args: argparse.Namespace) -> int:
         reporting_order=args.reporting_order,
     )
     print(oneshot.render_json(report) if args.json else oneshot.render_text(report))
+    return 0
+
+
+def _seconds(text: str | None, option: str) -> float | None:
+    """A positive number of seconds from an option, or None when the option was not given."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise UsageError(f"bad {option} {text!r}", hint="give a positive number of seconds")
+    return value
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config, args.policy, _seconds(args.interval, "--interval"))
+    duration_s = _seconds(args.duration, "--duration")
+    require_root(args.root, os.geteuid(), command="run")
+    if args.root == Path("/"):
+        # Only for the real kernel: a test pointing --root at a fake tree keeps its priority.
+        lower_priority()
+    agent = Agent(
+        args.root,
+        get_policy(settings.agent.policy),
+        settings.policy_config(),
+        interval_s=settings.agent.interval_s,
+        page_size=_page_size(args.root),
+        reclaim_time_limit_s=settings.agent.reclaim_time_limit_s,
+    )
+    agent.log_start(settings.agent)
+    with stop_on_signals(agent):
+        agent.run(duration_s=duration_s, max_ticks=1 if args.once else None)
     return 0

@@ -1,0 +1,273 @@
+"""`vmreclaim guest run`: the agent's loop. Each tick: observe -> decide -> act -> log.
+
+`Agent` takes the filesystem root, a clock and a sleep function, so tests drive it with a fake
+clock over a fake /proc and /sys; the daemon gives it time.monotonic and a sleep that a stop
+request (SIGTERM, SIGINT) cuts short. A stop lets the current tick finish, then `run` returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from vmreclaim.errors import VmreclaimError
+from vmreclaim.guest.actions import (
+    CompactResult,
+    ControlWriter,
+    ReclaimResult,
+    compact_memory,
+    drop_caches,
+    plan_reclaim,
+    reclaim_cache,
+    write_control_file,
+)
+from vmreclaim.guest.config import AgentConfig, describe
+from vmreclaim.guest.observe import CpuTimes, Observation, observe
+from vmreclaim.guest.policies import Decision, Policy
+from vmreclaim.units import format_size
+
+log = logging.getLogger(__name__)
+
+DROP_ALL_CACHES = 3  # WSL2's dropcache writes 3: page cache, dentries and inodes
+
+OwnCpu = Callable[[], "tuple[float, float]"]  # (user, system) seconds this process has used
+
+
+def process_cpu_seconds() -> tuple[float, float]:
+    times = os.times()
+    return times.user, times.system
+
+
+def discount_cpu(cpu: CpuTimes, user_s: float, system_s: float, hz: int) -> CpuTimes:
+    """`cpu` with the agent's own CPU time moved from user and system to idle."""
+    user = min(cpu.user, round(user_s * hz))
+    system = min(cpu.system, round(system_s * hz))
+    return dataclasses.replace(
+        cpu, user=cpu.user - user, system=cpu.system - system, idle=cpu.idle + user + system
+    )
+
+
+@dataclass(frozen=True)
+class TickReport:
+    """What one tick saw, decided and did. `after` is observed only when something was done."""
+
+    before: Observation
+    decision: Decision
+    reclaim: ReclaimResult | None = None
+    compaction: CompactResult | None = None
+    after: Observation | None = None
+    errors: tuple[str, ...] = ()
+
+    @property
+    def reclaimed_bytes(self) -> int | None:
+        """Reclaimable cache that went away during the tick, measured from /proc/meminfo."""
+        if self.after is None:
+            return None
+        before = self.before.reclaimable_cache_bytes
+        after = self.after.reclaimable_cache_bytes
+        return None if before is None or after is None else before - after
+
+
+def _size(value: int | None) -> str:
+    return "unknown" if value is None else format_size(value)
+
+
+class Agent:
+    """The loop: holds the policy's state between ticks and acts on its decisions."""
+
+    def __init__(
+        self,
+        root: Path,
+        policy: Policy[Any, Any],
+        config: Any,
+        *,
+        interval_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] | None = None,
+        page_size: int = 4096,
+        reclaim_time_limit_s: float = 10.0,
+        writer: ControlWriter = write_control_file,
+        own_cpu: OwnCpu = process_cpu_seconds,
+        user_hz: int | None = None,
+    ) -> None:
+        self.root = root
+        self.policy = policy
+        self.config = config
+        self.interval_s = interval_s
+        self.page_size = page_size
+        self.reclaim_time_limit_s = reclaim_time_limit_s
+        self.state: Any = policy.initial_state()
+        self.ticks = 0
+        self.stop_reason: str | None = None
+        self._clock = clock
+        self._writer = writer
+        self._own_cpu = own_cpu
+        # /proc/stat counts USER_HZ ticks (sysconf's CLK_TCK, 100 on Linux).
+        self._user_hz = user_hz or os.sysconf("SC_CLK_TCK")
+        self._stopped = threading.Event()
+        # By default sleep on the stop event, so a stop request ends the wait at once.
+        self._sleep = sleep if sleep is not None else self._wait
+
+    def _wait(self, seconds: float) -> None:
+        self._stopped.wait(seconds)
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Ask the loop to end after the current tick. Safe from a signal handler."""
+        self.stop_reason = self.stop_reason or reason
+        self._stopped.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopped.is_set()
+
+    def log_start(self, agent_config: AgentConfig | None = None) -> None:
+        """Log the effective configuration and how this kernel will be asked to reclaim."""
+        obs = observe(self.root, self._clock, self.page_size)
+        plan = plan_reclaim(obs.reclaim, obs.memory.swap_active)
+        log.info(
+            "starting: policy %s (%s), tick every %g s",
+            self.policy.name,
+            self.policy.summary,
+            self.interval_s,
+        )
+        if agent_config is not None:
+            log.info("agent config: %s", describe(agent_config))
+        log.info("%s config: %s", self.policy.name, describe(self.config))
+        kernel = obs.kernel.text if obs.kernel else "unknown kernel"
+        log.info("reclaim on %s: %s (%s)", kernel, plan.method, plan.reason)
+
+    def tick(self) -> TickReport:
+        """Observe, decide, act on the decision, and log each action."""
+        obs = observe(self.root, self._clock, self.page_size)
+        if self.policy.discount_own_cpu and obs.cpu is not None:
+            user_s, system_s = self._own_cpu()
+            obs = dataclasses.replace(
+                obs, cpu=discount_cpu(obs.cpu, user_s, system_s, self._user_hz)
+            )
+        decision, self.state = self.policy.decide(obs, self.config, self.state)
+        self.ticks += 1
+        if not decision.acts:
+            log.debug("no action: %s", decision.reason)
+            return TickReport(obs, decision)
+        report = self._act(obs, decision)
+        self._log_actions(report)
+        return report
+
+    def _act(self, obs: Observation, decision: Decision) -> TickReport:
+        reclaim = compaction = None
+        errors = []
+        try:
+            if decision.drop_caches:
+                reclaim = drop_caches(
+                    self.root, DROP_ALL_CACHES, clock=self._clock, writer=self._writer
+                )
+            elif decision.reclaim_bytes > 0:
+                reclaim = reclaim_cache(
+                    self.root,
+                    decision.reclaim_bytes,
+                    obs.reclaim,
+                    swap_active=obs.memory.swap_active,
+                    page_size=self.page_size,
+                    time_limit_s=self.reclaim_time_limit_s,
+                    clock=self._clock,
+                    writer=self._writer,
+                )
+        except VmreclaimError as err:
+            errors.append(f"reclaim failed: {err.message}")
+        if decision.compact and obs.reclaim.compact_memory:
+            try:
+                compaction = compact_memory(self.root, clock=self._clock, writer=self._writer)
+            except VmreclaimError as err:
+                errors.append(f"compaction failed: {err.message}")
+        elif decision.compact:
+            log.debug("not compacting: /proc/sys/vm/compact_memory is missing")
+        after = observe(self.root, self._clock, self.page_size)
+        return TickReport(obs, decision, reclaim, compaction, after, tuple(errors))
+
+    def _log_actions(self, report: TickReport) -> None:
+        why = report.decision.reason
+        result = report.reclaim
+        if result is not None:
+            before = report.before.reclaimable_cache_bytes
+            after = report.after.reclaimable_cache_bytes if report.after else None
+            if result.plan.method == "memory.reclaim":
+                what = (
+                    f"reclaim {format_size(result.requested_bytes)} by memory.reclaim "
+                    f"({result.writes} write(s), {result.stop})"
+                )
+            else:
+                what = f"drop caches ({result.plan.reason})"
+            log.info(
+                "%s: %s reclaimed, cache %s -> %s in %.2f s; why: %s",
+                what,
+                _size(report.reclaimed_bytes),
+                _size(before),
+                _size(after),
+                result.elapsed_s,
+                why,
+            )
+        if report.compaction is not None:
+            old, new = report.before.free, report.after.free if report.after else None
+            log.info(
+                "compact: unreportable free %s -> %s in %.2f s; why: %s",
+                _size(old.unreportable_bytes if old else None),
+                _size(new.unreportable_bytes if new else None),
+                report.compaction.elapsed_s,
+                report.decision.compact_reason or why,
+            )
+        for error in report.errors:
+            log.warning("%s; why it was tried: %s", error, why)
+
+    def run(self, duration_s: float | None = None, max_ticks: int | None = None) -> int:
+        """Tick every interval_s until stopped, `duration_s` has passed or `max_ticks` ran.
+
+        Returns the number of ticks. Ticks keep a fixed cadence; a tick that overruns its
+        interval delays the next one instead of causing a burst.
+        """
+        start = self._clock()
+        end = None if duration_s is None else start + duration_s
+        next_tick = start
+        while not self.stopping:
+            self.tick()
+            if max_ticks is not None and self.ticks >= max_ticks:
+                break
+            now = self._clock()
+            next_tick += self.interval_s
+            if next_tick < now:
+                log.debug("tick overran by %.2f s", now - next_tick)
+                next_tick = now + self.interval_s
+            if end is not None and next_tick >= end:
+                if end > now:
+                    self._sleep(end - now)
+                break
+            self._sleep(next_tick - now)
+        reason = f": {self.stop_reason}" if self.stop_reason else ""
+        log.info("stopped after %d tick(s)%s", self.ticks, reason)
+        return self.ticks
+
+
+@contextmanager
+def stop_on_signals(
+    agent: Agent, signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+) -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT ask `agent` to stop after its tick; restored after."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        agent.stop(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -1,0 +1,327 @@
+"""`adaptive` (the default): return cold page cache while the guest is busy, fast when it is idle,
+and keep the hot set by learning a floor from memory pressure and refaults.
+
+Control law, once per tick (dt seconds since the previous one):
+
+1. Floor. `floor` is the reclaimable cache (Active(file) + Inactive(file) + SReclaimable) never
+   reclaimed. It starts at min_floor (WSL2's 128 MiB) and decays toward it by a few % of the gap
+   per minute, so a floor raised by a burst can learn lower again.
+2. Pressure (senpai/TMO): PSI memory `some` stall above the target share of wall time (senpai:
+   10 ms per 6 s) means the guest is short of memory, whoever caused it: pause reclaim for
+   pressure_hold_s and raise the floor to the cache there is now. Our own memory.reclaim writes do
+   not count as stall ("mm: memcontrol: don't count limit-setting reclaim as memory pressure",
+   Linux 5.8); refaults of pages we took do.
+3. Refaults: workingset_refault_file * page size above a rate means we took hot pages: raise the
+   floor by what refaulted plus a margin, and skip this tick. Without PSI this is the only
+   back-off, and reasons say so.
+4. Busy: the cold candidates are the inactive file list (memory.reclaim takes inactive pages
+   first), above the floor. Reclaim the share 1 - exp(-dt / busy_time_constant_s) of them, so the
+   cold set decays exponentially (tau 20 s: ~86 % gone in 40 s, 95 % in 60 s), at least
+   min_step_bytes (the tail does not linger) and at most one 256 MiB memory.reclaim write.
+5. Idle (<= 0.5 % busy over a sliding 15 s window, not WSL2's 2 minutes): reclaim everything
+   above the floor, at most idle_max_step_bytes (WSL2 gradual's largest step) per tick.
+6. Steps under min_step_bytes are not worth a write (oVirt MoM ignores small changes), reclaims
+   are at least min_reclaim_interval_s apart, and nothing happens on incomplete data.
+7. Where reclaim cannot be bounded (no memory.reclaim, or swap on without swappiness=), the only
+   method drops all clean cache, hot set included: do that only when idle, once per idle period.
+8. Compact when free memory in blocks below the reporting order (which free page reporting cannot
+   return) is large, at most every compact_interval_s, and again only once it has grown by
+   compact_min_bytes past what the last compaction left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from vmreclaim.guest.actions import MAX_RECLAIM_WRITE_BYTES, plan_reclaim
+from vmreclaim.guest.observe import Observation
+from vmreclaim.guest.policies.base import (
+    CACHE_PARTS,
+    CPU_PARTS,
+    REFAULT_PARTS,
+    Decision,
+    Policy,
+    counter_delta,
+    incomplete_reason,
+    missing_parts,
+    no_action,
+)
+from vmreclaim.guest.policies.wsl2_idle import WSL2_IDLE_BUSY_RATIO
+from vmreclaim.units import format_size as fmt
+
+
+@dataclass(frozen=True)
+class AdaptiveConfig:
+    # Reclaimable cache never taken (WSL2 gradual's floor): libc, the shell, the agent itself.
+    min_floor_bytes: int = 128 << 20
+    # The learned floor never rises above this share of MemTotal.
+    max_floor_ratio: float = 0.5
+    # Share of (floor - min_floor) the floor loses per minute (senpai relaxes by ~1 % a step).
+    floor_decay_ratio_per_min: float = 0.05
+    # Busy: cold cache above the floor decays with this time constant (see step 4 above).
+    busy_time_constant_s: float = 20.0
+    # Busy: largest reclaim per tick, one bounded memory.reclaim write (actions' write bound).
+    busy_max_step_bytes: int = MAX_RECLAIM_WRITE_BYTES
+    # Idle: CPU busy share at most this over idle_window_s (WSL2's 0.5 % threshold).
+    idle_busy_ratio: float = WSL2_IDLE_BUSY_RATIO
+    idle_window_s: float = 15.0
+    # Idle: largest reclaim per tick (WSL2 gradual's largest step, 1 GiB).
+    idle_max_step_bytes: int = 1 << 30
+    # Smaller reclaims are not worth a write.
+    min_step_bytes: int = 16 << 20
+    # Least time between two reclaims; below a 2 s tick so each tick may reclaim despite jitter.
+    min_reclaim_interval_s: float = 1.5
+    # PSI memory `some` stall share of wall time tolerated (senpai: 10 ms per 6 s, ~0.17 %).
+    pressure_target_ratio: float = 0.010 / 6
+    # How long reclaim pauses after pressure above the target (five senpai intervals).
+    pressure_hold_s: float = 30.0
+    # Refaulted cache per second above which we took hot pages (256 pages/s of 4 KiB).
+    refault_threshold_bytes_per_s: int = 1 << 20
+    # The floor rises by what refaulted times (1 + this).
+    refault_margin_ratio: float = 0.5
+    # Compact when free memory in unreportable blocks exceeds both of these ... What it costs
+    # the host is the absolute amount, so the share is only a guard for very large guests.
+    # Seen here: after adaptive reclaimed 800 MiB of cache while the files were still being
+    # written, 104 MiB of free memory sat below order 9 (6 % of free, under the 10 % first
+    # chosen), and one compaction returned 80 MiB more to the host.
+    compact_min_bytes: int = 64 << 20
+    compact_min_ratio: float = 0.02  # ... share of all free memory
+    # ... and at least this long after the last compaction (a full compaction costs CPU).
+    compact_interval_s: float = 30.0
+
+
+class CpuPoint(NamedTuple):
+    timestamp: float
+    busy_jiffies: int
+    total_jiffies: int
+
+
+class Activity(NamedTuple):
+    """This tick's time step and CPU state, as the reclaim step needs them."""
+
+    dt: float
+    idle: bool
+    cpu: str  # the CPU state for reasons, e.g. "busy (12.5 % CPU)"
+
+
+class Counters(NamedTuple):
+    """The cumulative counters of the previous tick, for deltas."""
+
+    timestamp: float
+    stall_us: int | None  # PSI memory some total; None without PSI
+    refault_pages: int
+
+
+@dataclass(frozen=True)
+class AdaptiveState:
+    last: Counters | None = None
+    cpu_window: tuple[CpuPoint, ...] = ()  # samples covering the last idle_window_s
+    floor_bytes: int | None = None  # None: min_floor_bytes
+    paused_until: float | None = None
+    last_reclaim_at: float | None = None
+    last_compact_at: float | None = None
+    # Unreportable free memory seen on the first tick after the last compaction: what
+    # compaction could not fix (unmovable pages pin some blocks). Compaction runs again only
+    # when fragmentation has grown past it, so a guest that stays fragmented is not compacted
+    # every interval for nothing.
+    compact_baseline_bytes: int | None = None
+    idle_reclaimed: bool = False  # reclaimed in this idle period (unbounded reclaim: only once)
+
+
+def _slide(window: tuple[CpuPoint, ...], point: CpuPoint, span_s: float) -> tuple[CpuPoint, ...]:
+    """Append `point`; drop samples older than needed to cover `span_s` back from it."""
+    points = [p for p in window if p.timestamp < point.timestamp] + [point]
+    start = 0
+    for index, p in enumerate(points):
+        if point.timestamp - p.timestamp >= span_s:
+            start = index  # the newest sample still at least span_s old
+    return tuple(points[start:])
+
+
+def _idle(window: tuple[CpuPoint, ...], config: AdaptiveConfig) -> tuple[bool, str]:
+    """(idle over the whole window, the CPU state in words for reasons)."""
+    first, last = window[0], window[-1]
+    total = last.total_jiffies - first.total_jiffies
+    busy = last.busy_jiffies - first.busy_jiffies
+    span = last.timestamp - first.timestamp
+    if total <= 0 or busy < 0:
+        return False, "not idle (no CPU time measured)"
+    percent = 100 * busy / total
+    if busy > config.idle_busy_ratio * total:
+        return False, f"busy ({percent:.1f} % CPU)"
+    if span < config.idle_window_s:
+        return False, f"quiet for {span:.0f} s of the {config.idle_window_s:.0f} s idle window"
+    return True, f"idle ({percent:.1f} % CPU over {span:.0f} s)"
+
+
+def _decay(floor: int, dt: float, config: AdaptiveConfig) -> int:
+    gap = floor - config.min_floor_bytes
+    if gap <= 0:
+        return config.min_floor_bytes
+    return config.min_floor_bytes + int(gap * (1 - config.floor_decay_ratio_per_min) ** (dt / 60))
+
+
+def _compaction(obs: Observation, config: AdaptiveConfig, state: AdaptiveState) -> str | None:
+    """Why to compact now, or None."""
+    free = obs.free
+    if free is None or not obs.reclaim.compact_memory:
+        return None
+    last = state.last_compact_at
+    if last is not None and obs.timestamp - last < config.compact_interval_s:
+        return None
+    total_free = free.reportable_bytes + free.unreportable_bytes
+    stuck = free.unreportable_bytes
+    if stuck <= config.compact_min_bytes or stuck <= config.compact_min_ratio * total_free:
+        return None
+    baseline = state.compact_baseline_bytes
+    if baseline is not None and stuck - baseline <= config.compact_min_bytes:
+        return None  # no worse than what the last compaction left
+    share = 100 * stuck / total_free
+    return (
+        f"{fmt(stuck)} free in blocks below order {free.reporting_order} "
+        f"({share:.0f} % of free) cannot be reported"
+    )
+
+
+def _reclaim_step(  # noqa: PLR0911 - one return per case of the law, each with its reason
+    obs: Observation, config: AdaptiveConfig, state: AdaptiveState, activity: Activity
+) -> tuple[int, str]:
+    """(bytes to reclaim, why) from the floor, idleness and the kernel's reclaim method."""
+    mem = obs.memory
+    reclaimable, inactive = mem.reclaimable_cache_bytes, mem.inactive_file_bytes
+    assert reclaimable is not None
+    assert inactive is not None
+    idle, cpu = activity.idle, activity.cpu
+    floor = state.floor_bytes or config.min_floor_bytes
+    above = reclaimable - floor
+    if above < config.min_step_bytes:
+        return 0, f"{fmt(reclaimable)} reclaimable is within the {fmt(floor)} floor"
+    plan = plan_reclaim(obs.reclaim, mem.swap_active)
+    if plan.method == "none":
+        return 0, f"cannot reclaim: {plan.reason}"
+    if plan.method == "drop_caches":
+        if not idle:
+            return 0, f"{cpu}: waiting for idle, reclaim would drop all cache ({plan.reason})"
+        if state.idle_reclaimed:
+            return 0, f"{cpu}: all clean cache already dropped in this idle period"
+        return above, f"{cpu}: dropping clean cache once per idle period ({plan.reason})"
+    last = state.last_reclaim_at
+    if last is not None and obs.timestamp - last < config.min_reclaim_interval_s:
+        return 0, "rate limit: reclaimed less than min_reclaim_interval_s ago"
+    if idle:
+        step = min(above, config.idle_max_step_bytes)
+        return step, f"{cpu}: {fmt(above)} reclaimable above the {fmt(floor)} floor"
+    cold = min(inactive, above)
+    if cold < config.min_step_bytes:
+        return 0, f"{cpu}: {fmt(cold)} inactive cache above the {fmt(floor)} floor, too little"
+    # Exponential decay of the cold set: this tick's share of it, clamped to the bounds.
+    share = 1 - math.exp(-activity.dt / config.busy_time_constant_s)
+    step = min(max(int(cold * share), config.min_step_bytes), config.busy_max_step_bytes, cold)
+    return step, f"{cpu}: {fmt(cold)} inactive cache above the {fmt(floor)} floor"
+
+
+def _back_off(
+    obs: Observation, config: AdaptiveConfig, last: Counters, floor: int
+) -> tuple[str, int, bool] | None:
+    """(why, new floor, pause) when pressure or refaults say stop; None to go on."""
+    mem = obs.memory
+    reclaimable, total = mem.reclaimable_cache_bytes, mem.total_bytes
+    assert reclaimable is not None
+    assert total is not None
+    max_floor = max(config.min_floor_bytes, int(total * config.max_floor_ratio))
+    dt = obs.timestamp - last.timestamp
+    pressure = obs.memory_pressure
+    if pressure is not None and last.stall_us is not None:
+        stall_us = counter_delta(pressure.some.total_us, last.stall_us)
+        target_us = config.pressure_target_ratio * dt * 1e6
+        if stall_us > target_us:
+            new_floor = min(max(floor, reclaimable), max_floor)
+            return (
+                f"memory pressure: {stall_us / 1000:.1f} ms stalled in {dt:.1f} s (target "
+                f"{target_us / 1000:.1f} ms); pausing {config.pressure_hold_s:.0f} s, "
+                f"floor {fmt(new_floor)}",
+                new_floor,
+                True,
+            )
+    refault_pages = obs.vmstat.workingset_refault_file
+    assert refault_pages is not None
+    refault = counter_delta(refault_pages, last.refault_pages) * obs.page_size
+    if refault > config.refault_threshold_bytes_per_s * dt:
+        new_floor = min(floor + int(refault * (1 + config.refault_margin_ratio)), max_floor)
+        return (
+            f"refaults: {fmt(refault)} of cache read back in {dt:.1f} s, hot pages were taken; "
+            f"floor {fmt(floor)} -> {fmt(new_floor)}",
+            new_floor,
+            False,
+        )
+    return None
+
+
+def decide(
+    obs: Observation, config: AdaptiveConfig, state: AdaptiveState
+) -> tuple[Decision, AdaptiveState]:
+    missing = missing_parts(obs, CPU_PARTS + CACHE_PARTS + REFAULT_PARTS)
+    if missing:
+        return no_action(incomplete_reason(missing)), state
+    refault_pages = obs.vmstat.workingset_refault_file
+    assert obs.cpu is not None
+    assert refault_pages is not None
+    now = obs.timestamp
+    pressure = obs.memory_pressure
+    counters = Counters(now, None if pressure is None else pressure.some.total_us, refault_pages)
+    point = CpuPoint(now, obs.cpu.busy_jiffies, obs.cpu.total_jiffies)
+    window = _slide(state.cpu_window, point, config.idle_window_s)
+    last = state.last
+    state = dataclasses.replace(state, last=counters, cpu_window=window)
+    if last is None or now <= last.timestamp:
+        return no_action("first sample: measuring"), state
+    dt = now - last.timestamp
+    floor = _decay(state.floor_bytes or config.min_floor_bytes, dt, config)
+    state = dataclasses.replace(state, floor_bytes=floor)
+    no_psi = "" if pressure is not None else " (no PSI: backing off on refaults only)"
+
+    backing_off = _back_off(obs, config, last, floor)
+    if backing_off is not None:
+        why, floor, pause = backing_off
+        paused_until = now + config.pressure_hold_s if pause else state.paused_until
+        state = dataclasses.replace(state, floor_bytes=floor, paused_until=paused_until)
+        return no_action(why + no_psi), state
+    if state.paused_until is not None and now < state.paused_until:
+        left = state.paused_until - now
+        return no_action(f"paused after memory pressure, {left:.0f} s left"), state
+
+    idle, cpu = _idle(window, config)
+    if not idle:
+        state = dataclasses.replace(state, idle_reclaimed=False)
+    step, why = _reclaim_step(obs, config, state, Activity(dt, idle, cpu))
+    if state.last_compact_at is not None and state.compact_baseline_bytes is None and obs.free:
+        state = dataclasses.replace(state, compact_baseline_bytes=obs.free.unreportable_bytes)
+    compact = _compaction(obs, config, state)
+    if step > 0:
+        why = f"{why}; reclaiming {fmt(step)}"
+        state = dataclasses.replace(
+            state, last_reclaim_at=now, idle_reclaimed=state.idle_reclaimed or idle
+        )
+    if compact is not None:
+        state = dataclasses.replace(state, last_compact_at=now, compact_baseline_bytes=None)
+    decision = Decision(
+        reclaim_bytes=step,
+        compact=compact is not None,
+        reason=why + no_psi,
+        compact_reason=compact or "",
+    )
+    return decision, state
+
+
+ADAPTIVE: Policy[AdaptiveConfig, AdaptiveState] = Policy(
+    name="adaptive",
+    summary="ours: cold cache while busy, all above a learned floor when idle; backs off on "
+    "PSI and refaults",
+    decide=decide,
+    config_type=AdaptiveConfig,
+    initial_state=AdaptiveState,
+    discount_own_cpu=True,
+)

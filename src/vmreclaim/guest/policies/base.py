@@ -1,0 +1,95 @@
+"""What every policy shares: the Decision it returns, its registry entry, and small pure helpers.
+
+A policy is a pure function `decide(observation, config, state) -> (Decision, new_state)`: no I/O,
+no sleeping, no clock reads (time is `observation.timestamp`), so the daemon, the tests and any
+simulator run the same code. Config and state are frozen dataclasses; the daemon keeps the state
+between ticks and hands it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from vmreclaim.guest.observe import Observation
+from vmreclaim.guest.observe.snapshot import CPU, MEMINFO, VMSTAT
+
+ConfigT = TypeVar("ConfigT")
+StateT = TypeVar("StateT")
+
+# The parts of an Observation the cache policies read (see Observation.incomplete for the names).
+# "meminfo.MemAvailable" is not among them: 3.13 kernels lack it and no policy needs it.
+CACHE_PARTS = (
+    f"{MEMINFO}.MemTotal",
+    f"{MEMINFO}.Active(file)",
+    f"{MEMINFO}.Inactive(file)",
+    f"{MEMINFO}.SReclaimable",
+)
+CPU_PARTS = (CPU,)
+REFAULT_PARTS = (f"{VMSTAT}.workingset_refault_file",)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a policy wants done this tick. The daemon acts in this order: reclaim, then compact.
+
+    reclaim_bytes: page cache to reclaim (0: none), by the method actions.plan_reclaim picks.
+    drop_caches: write 3 to /proc/sys/vm/drop_caches instead (the WSL2 dropcache baseline).
+    compact: write 1 to /proc/sys/vm/compact_memory, after any reclaim.
+    reason: one short line for people, e.g. "busy: 600 MiB inactive cache above the 180 MiB
+        floor; reclaiming 256 MiB".
+    compact_reason: why compact, where it differs from `reason` ("" otherwise).
+    """
+
+    reclaim_bytes: int = 0
+    drop_caches: bool = False
+    compact: bool = False
+    reason: str = ""
+    compact_reason: str = ""
+
+    @property
+    def acts(self) -> bool:
+        return self.reclaim_bytes > 0 or self.drop_caches or self.compact
+
+
+def no_action(reason: str) -> Decision:
+    return Decision(reason=reason)
+
+
+@dataclass(frozen=True)
+class Policy(Generic[ConfigT, StateT]):
+    """A registry entry: the decide function with its config and state types."""
+
+    name: str
+    summary: str
+    decide: Callable[[Observation, ConfigT, StateT], tuple[Decision, StateT]]
+    config_type: Callable[[], ConfigT]  # the dataclass; called with no arguments: the defaults
+    initial_state: Callable[[], StateT]
+    # The daemon takes its own CPU time out of /proc/stat's busy time before deciding: a
+    # memory.reclaim write runs in the writer's context and counts as its system time, so
+    # otherwise the agent's own reclaim would end the idle period it started. The WSL2 baselines
+    # keep it in, as WSL2's init does.
+    discount_own_cpu: bool = False
+
+
+def missing_parts(obs: Observation, parts: tuple[str, ...]) -> tuple[str, ...]:
+    """The `parts` ("meminfo.MemTotal", "cpu") that `obs` could not read.
+
+    A key counts as missing when its whole source is ("meminfo" unreadable) or the key is.
+    """
+    missing = []
+    for part in parts:
+        source = part.partition(".")[0]
+        if source in obs.incomplete or not obs.is_complete(part):
+            missing.append(part)
+    return tuple(missing)
+
+
+def incomplete_reason(missing: tuple[str, ...]) -> str:
+    return f"no action: could not read {', '.join(missing)}"
+
+
+def counter_delta(new: int, old: int) -> int:
+    """Growth of a cumulative kernel counter; 0 when it went backwards (wrapped, or reset)."""
+    return new - old if new >= old else 0

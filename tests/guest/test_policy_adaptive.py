@@ -1,0 +1,240 @@
+"""The `adaptive` policy on observation sequences: busy, idle, pressure, refaults, the floor."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from vmreclaim.guest.policies import POLICIES, AdaptiveConfig
+from vmreclaim.guest.policies.base import Decision
+
+from . import kernel_text as k
+from .simguest import MIB, PolicyDriver, acting
+
+ADAPTIVE = POLICIES["adaptive"]
+BUSY = 0.05  # 5 % of CPU time: never idle for WSL2
+
+
+def floor_of(driver: PolicyDriver) -> int:
+    return int(driver.state.floor_bytes or driver.config.min_floor_bytes)
+
+
+def test_the_first_tick_only_measures(sim):
+    decision = PolicyDriver(sim, ADAPTIVE).tick()
+    assert not decision.acts
+    assert decision.reason == "first sample: measuring"
+
+
+def test_busy_with_cold_cache_it_reclaims_most_of_it_within_a_minute(sim):
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(30, busy_ratio=BUSY)
+    assert sim.memory["Inactive(file)"] < 0.3 * 800 * MIB  # > 70 % gone in 30 s
+    driver.run(30)
+    assert sim.memory["Inactive(file)"] < 0.1 * 800 * MIB  # > 90 % gone in 60 s
+    assert all("busy (5.0 % CPU)" in d.reason for _, d in acting(driver.log))
+
+
+def test_busy_it_takes_only_inactive_cache(sim):
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(120, busy_ratio=BUSY)
+    assert sim.memory["Active(file)"] == 100 * MIB
+    assert sim.memory["Inactive(file)"] < 16 * MIB
+
+
+def test_busy_steps_are_at_most_one_256_mib_write(sim):
+    sim.set_cache(inactive=8 << 30)
+    steps = [
+        d.reclaim_bytes for _, d in acting(PolicyDriver(sim, ADAPTIVE).run(20, busy_ratio=BUSY))
+    ]
+    assert steps
+    assert max(steps) == 256 * MIB
+
+
+def test_busy_the_tail_goes_in_min_steps_not_crumbs(sim):
+    steps = [
+        d.reclaim_bytes for _, d in acting(PolicyDriver(sim, ADAPTIVE).run(120, busy_ratio=BUSY))
+    ]
+    assert min(steps[:-1]) >= 16 * MIB
+
+
+def test_idle_it_reclaims_down_to_the_floor_long_before_wsl2(sim):
+    driver = PolicyDriver(sim, ADAPTIVE)
+    log = driver.run(30, busy_ratio=0.0)
+    idle_steps = [(t, d) for t, d in acting(log) if d.reason.startswith("idle")]
+    assert idle_steps[0][0] <= 20.0  # WSL2 waits 120 s
+    assert sim.reclaimable == 128 * MIB
+
+
+def test_quiet_but_short_of_the_idle_window_it_reclaims_like_busy(sim):
+    decisions = [d for _, d in PolicyDriver(sim, ADAPTIVE).run(6, busy_ratio=0.0)]
+    assert decisions[1].reason.startswith("quiet for 2 s of the 15 s idle window")
+    assert decisions[1].reclaim_bytes < 256 * MIB
+
+
+def test_a_pressure_spike_pauses_reclaim_and_raises_the_floor(sim):
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(10, busy_ratio=BUSY)
+    before = sim.reclaimable
+    sim.advance(0, stall_us=50_000)  # 50 ms stalled in one 2 s tick: 15x senpai's target
+    spike = driver.tick()
+    assert not spike.acts
+    assert spike.reason.startswith("memory pressure: 50.0 ms stalled in 2.0 s")
+    assert floor_of(driver) == before
+    held = driver.run(30, busy_ratio=BUSY)
+    assert acting(held[1:]) == []
+    assert all("paused after memory pressure" in d.reason for _, d in held[1:-1])
+
+
+def test_stall_under_the_target_does_not_stop_reclaim(sim):
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(4, busy_ratio=BUSY)
+    sim.advance(0, stall_us=2_000)  # 2 ms in 2 s, under senpai's ~3.3 ms
+    assert driver.tick().reclaim_bytes > 0
+
+
+def test_a_refault_burst_raises_the_floor_and_later_steps_respect_it(sim):
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(10, busy_ratio=BUSY)
+    sim.advance(0, refault_bytes=64 * MIB)
+    burst = driver.tick()
+    assert not burst.acts
+    assert burst.reason.startswith("refaults: 64.0 MiB of cache read back in 2.0 s")
+    raised = floor_of(driver)
+    assert raised == 128 * MIB + 96 * MIB  # what refaulted, plus the 50 % margin
+    for _ in range(60):
+        sim.advance(2)
+        before = sim.reclaimable
+        decision = driver.tick()
+        assert before - decision.reclaim_bytes >= floor_of(driver)  # the floor it decided with
+    assert sim.reclaimable >= 200 * MIB  # the floor decays only a few % a minute
+
+
+def test_the_learned_floor_decays_toward_the_minimum(sim):
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(4, busy_ratio=BUSY)
+    sim.advance(0, refault_bytes=400 * MIB)
+    driver.tick()
+    high = floor_of(driver)
+    driver.run(600)
+    low = floor_of(driver)
+    assert 128 * MIB < low < high
+    # 5 % of the gap per minute: after 10 minutes 0.95**10 of it is left
+    assert abs((low - 128 * MIB) / (high - 128 * MIB) - 0.95**10) < 0.01
+
+
+def test_it_never_asks_for_more_than_reclaimable_minus_the_floor(sim):
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(4, busy_ratio=BUSY)
+    sim.advance(0, refault_bytes=400 * MIB)
+    driver.tick()  # the floor rises to 728 MiB, above all of the active list and slab
+    steps = []
+    for busy in (BUSY, 0.0):
+        for inactive_mib in range(600, 1100, 10):
+            sim.advance(2, busy)
+            sim.set_cache(active=0, inactive=inactive_mib * MIB, slab=0)
+            before = sim.reclaimable
+            decision = driver.tick()
+            assert decision.reclaim_bytes <= max(0, before - floor_of(driver))
+            steps.append(decision.reclaim_bytes)
+    assert any(steps)
+
+
+def test_no_action_on_incomplete_data(sim):
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(4, busy_ratio=BUSY)
+    for absolute in ("/proc/stat", "/proc/meminfo", "/proc/vmstat"):
+        sim.root.remove(absolute)
+        decision = driver.tick()
+        assert not decision.acts, absolute
+        assert decision.reason.startswith("no action: could not read")
+        sim.write_files()
+
+
+def test_a_missing_meminfo_key_it_needs_is_incomplete_data(sim):
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(4, busy_ratio=BUSY)
+    sim.root.write("/proc/meminfo", k.MEMINFO_DEBIAN_6_1.replace("Inactive(file)", "Inactive(x)"))
+    decision = driver.tick()
+    assert decision.reason == "no action: could not read meminfo.Inactive(file)"
+
+
+def test_without_psi_it_still_reclaims_and_says_it_backs_off_on_refaults_only(sim):
+    sim.root.remove("/proc/pressure/memory")
+    driver = PolicyDriver(sim, ADAPTIVE)
+    steps = acting(driver.run(10, busy_ratio=BUSY))
+    assert steps
+    assert all(d.reason.endswith("(no PSI: backing off on refaults only)") for _, d in steps)
+
+
+def _fragment(sim, order0_pages: int) -> None:
+    """Free memory mostly in order-0 pages, which free page reporting cannot return."""
+    sim.root.write(
+        "/proc/buddyinfo",
+        f"Node 0, zone   Normal  {order0_pages}   2000    100      0      0      0      0      0"
+        "      0      0     20 \n",
+    )
+
+
+def _compaction_times(log: list[tuple[float, Decision]]) -> list[float]:
+    return [t for t, d in log if d.compact]
+
+
+def test_it_compacts_when_much_free_memory_is_unreportable(sim):
+    # 30000 free order-0 pages (117 MiB) and few large blocks: most free memory is unreportable
+    _fragment(sim, 30000)
+    sim.set_cache(inactive=0)
+    log = PolicyDriver(sim, ADAPTIVE).run(20, busy_ratio=BUSY)
+    compactions = [(t, d.compact_reason) for t, d in log if d.compact]
+    assert [t for t, _ in compactions] == [2.0]
+    assert compactions[0][1] == (
+        "134.4 MiB free in blocks below order 9 (63 % of free) cannot be reported"
+    )
+
+
+def test_it_compacts_again_only_when_fragmentation_grows_past_what_compaction_left(sim):
+    _fragment(sim, 30000)
+    sim.set_cache(inactive=0)
+    driver = PolicyDriver(sim, ADAPTIVE)
+    # Compaction could not help (the simulated guest stays as fragmented): once, not every 30 s.
+    assert _compaction_times(driver.run(100, busy_ratio=BUSY)) == [2.0]
+    _fragment(sim, 50000)  # 78 MiB more unreportable: past the 64 MiB step
+    assert _compaction_times(driver.run(10, busy_ratio=BUSY)) == [100.0]
+
+
+def test_compactions_are_at_least_the_interval_apart(sim):
+    _fragment(sim, 30000)
+    sim.set_cache(inactive=0)
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(6, busy_ratio=BUSY)  # compacts at 2 s; at 4 s sees what compaction left
+    _fragment(sim, 60000)
+    assert _compaction_times(driver.run(40, busy_ratio=BUSY)) == [32.0]
+
+
+def test_it_does_not_compact_when_little_free_memory_is_unreportable(sim):
+    # 40 MiB unreportable: under the 64 MiB worth a compaction
+    _fragment(sim, 10000)
+    assert not any(d.compact for _, d in PolicyDriver(sim, ADAPTIVE).run(130, busy_ratio=BUSY))
+
+
+def reclaiming(log: list[tuple[float, Decision]]) -> list[tuple[float, Decision]]:
+    """The ticks that reclaim or drop cache (compactions aside)."""
+    return [(t, d) for t, d in log if d.reclaim_bytes or d.drop_caches]
+
+
+def test_with_swap_and_no_swappiness_key_it_drops_cache_only_when_idle_once(sim):
+    # Linux 6.1 with swap on: memory.reclaim could push anonymous memory out, so the only safe
+    # method is drop_caches, which cannot be bounded
+    sim.swap_on(1 << 30)
+    driver = PolicyDriver(sim, ADAPTIVE)
+    busy = driver.run(60, busy_ratio=BUSY)
+    assert reclaiming(busy) == []
+    assert "waiting for idle" in busy[-1][1].reason
+    idle = reclaiming(driver.run(60, busy_ratio=0.0))
+    assert len(idle) == 1
+    assert "once per idle period" in idle[0][1].reason
+
+
+def test_config_changes_the_law(sim):
+    slow = dataclasses.replace(AdaptiveConfig(), busy_time_constant_s=200.0)
+    driver = PolicyDriver(sim, ADAPTIVE, slow)
+    driver.run(30, busy_ratio=BUSY)
+    assert sim.memory["Inactive(file)"] > 400 * MIB
