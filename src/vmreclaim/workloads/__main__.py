@@ -3,47 +3,52 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from vmreclaim.errors import UsageError
 from vmreclaim.units import parse_size
-
-_PAGE = 4096
-
-
-def _wait_for(path: Path | None, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not (path is not None and path.exists()):
-        time.sleep(0.05)
+from vmreclaim.workloads import kinds
 
 
-def alloc(size: int, ready: Path | None, release: Path | None, hold: float) -> None:
-    """Allocate `size` bytes of anonymous memory and write every page, so the guest really
-    backs it; create `ready`; hold until `release` exists (or `hold` seconds); then free it."""
-    block = bytearray(size)
-    for offset in range(0, size, _PAGE):
-        block[offset] = 1
-    if ready is not None:
-        ready.write_text(f"{size}\n")
-    _wait_for(release, hold)
-    del block
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python3 -m vmreclaim.workloads")
+    sub = parser.add_subparsers(dest="kind", required=True)
+    p = sub.add_parser("alloc", help="allocate, touch, hold and free anonymous memory")
+    p.add_argument("size")
+    p.add_argument("--ready", type=Path, help="file to create once the memory is held")
+    p.add_argument("--release", type=Path, help="free the memory once this file exists")
+    p.add_argument("--hold", type=float, default=0.0, help="longest hold, seconds")
+    p = sub.add_parser("write-files", help="write files and sync them: page cache")
+    p.add_argument("directory", type=Path)
+    p.add_argument("size")
+    p.add_argument("--file-size", default="64M")
+    p = sub.add_parser("busy", help="keep a CPU lightly busy")
+    p.add_argument("--duty", type=float, default=0.05, help="fraction of one CPU (0-1)")
+    p.add_argument("--seconds", type=float, required=True)
+    p = sub.add_parser("reread", help="re-read a file set in a loop, report pass times")
+    p.add_argument("directory", type=Path)
+    p.add_argument("--seconds", type=float, required=True)
+    p.add_argument("--pause", type=float, default=0.5, help="seconds between passes")
+    p.add_argument("--report", type=Path, help="write the summary here as JSON")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m vmreclaim.workloads")
-    kinds = parser.add_subparsers(dest="kind", required=True)
-    p_alloc = kinds.add_parser("alloc", help="allocate, touch, hold and free anonymous memory")
-    p_alloc.add_argument("size")
-    p_alloc.add_argument("--ready", type=Path, help="file to create once the memory is held")
-    p_alloc.add_argument("--release", type=Path, help="free the memory once this file exists")
-    p_alloc.add_argument("--hold", type=float, default=0.0, help="longest hold, seconds")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
         if args.kind == "alloc":
-            alloc(parse_size(args.size), args.ready, args.release, args.hold)
+            kinds.alloc(parse_size(args.size), args.ready, args.release, args.hold)
+        elif args.kind == "write-files":
+            kinds.write_files(args.directory, parse_size(args.size), parse_size(args.file_size))
+        elif args.kind == "busy":
+            if not 0 < args.duty <= 1:
+                raise UsageError("--duty is a fraction of one CPU", hint="e.g. --duty 0.05")
+            kinds.busy(args.duty, args.seconds)
+        elif args.kind == "reread":
+            print(json.dumps(kinds.reread(args.directory, args.seconds, args.pause, args.report)))
     except UsageError as err:
         print(f"workloads: {err.message} ({err.hint})", file=sys.stderr)
         return 2
