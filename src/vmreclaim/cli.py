@@ -34,11 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from vmreclaim.demo import cli as demo_cli
     from vmreclaim.guest import cli as guest_cli
+    from vmreclaim.host import cli as host_cli
     from vmreclaim.lab import cli as lab_cli
 
     guest_cli.register(subparsers)
     lab_cli.register(subparsers)
     demo_cli.register(subparsers)
+    host_cli.register(subparsers)
     return parser
 
 

@@ -59,3 +59,24 @@ class QmpCommandError(QmpError):
         self.command = command
         self.error_class = error_class
         self.description = description
+
+
+class ConfigError(UsageError):
+    """A configuration file is missing, unreadable or invalid; `path` and `key` say where."""
+
+    def __init__(
+        self, path: str, key: str | None, problem: str, *, hint: str | None = None
+    ) -> None:
+        where = f"{path}: {key}" if key else path
+        super().__init__(f"{where}: {problem}", hint=hint)
+        self.path = path
+        self.key = key
+        self.problem = problem
+
+
+class HostError(VmreclaimError):
+    """The host side could not observe or steer a VM."""
+
+
+class VmUnreachableError(HostError):
+    """A VM's control socket cannot be reached, or the VM behind it went away."""

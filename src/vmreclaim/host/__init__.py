@@ -1,0 +1,21 @@
+"""The host side: watch every VM's real footprint (`vmreclaim top`) and steer balloons
+(`vmreclaim host run`).
+
+Layout, I/O at the edges and pure logic in the middle:
+
+  records.py        immutable records that cross module boundaries (bytes everywhere)
+  backend.py        the `VmBackend` protocol a hypervisor connection implements
+  qemu_backend.py   QEMU over QMP (the official qemu.qmp library, asyncio)
+  hostmem.py        the host's MemAvailable and memory PSI, from a /proc root
+  history.py        pure: returned-so-far and the trend of each VM
+  fleet.py          many VMs: discovery by glob, reconnect with back-off, forgetting
+  policy.py         pure: decide(observation, config, state) -> decision
+  config.py         the TOML configuration, validated
+  daemon.py         `vmreclaim host run`: the control loop
+  metrics.py        Prometheus exposition
+  top.py            `vmreclaim top`: rich live view and --once --json
+  bench.py          the cost of polling many paused QEMUs
+
+Host-side libraries (qemu.qmp, rich, prometheus_client) are imported lazily, inside the modules
+that need them, so `vmreclaim guest ...` never loads them.
+"""

@@ -1,0 +1,180 @@
+"""The host side's own cost: poll N paused QEMUs once a second and measure our CPU time.
+
+    python -m vmreclaim.host.bench --vms 50 --seconds 30
+
+Each QEMU is stopped at start (-S), 64 MiB, with a virtio-balloon and one QMP socket: the
+monitor answers exactly as a running VM's does, so the polling cost is the real one (guest
+statistics stay unknown, which skips nothing on our side). Every QEMU is owned by
+`paused_qemus`: killed by process group when the block exits, on errors, Ctrl-C and SIGTERM,
+and by a parent-death signal even if this process is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from vmreclaim.errors import MissingDependencyError, VmreclaimError
+from vmreclaim.host.fleet import Fleet
+from vmreclaim.host.hostmem import read_host_memory
+from vmreclaim.host.qemu_backend import QemuVm
+
+log = logging.getLogger(__name__)
+
+PROCESS_NAME = "vmreclaim-bench"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _qemu() -> str:
+    found = os.environ.get("VMRECLAIM_QEMU") or shutil.which("qemu-system-x86_64")
+    if not found:
+        raise MissingDependencyError(
+            "QEMU is not installed (no qemu-system-x86_64 on PATH)",
+            hint="apt-get install qemu-system-x86 (scripts/setup does)",
+        )
+    return found
+
+
+@contextlib.contextmanager
+def paused_qemus(
+    count: int, *, memory_mib: int = 64, reporting: bool = True
+) -> Iterator[list[Path]]:
+    """Start `count` paused QEMUs; yields their QMP socket paths once all exist."""
+    directory = Path(tempfile.mkdtemp(prefix="vmreclaim-bench-"))
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        sockets = []
+        for index in range(count):
+            socket_path = directory / f"vm{index:03d}.qmp"
+            balloon = (
+                f"virtio-balloon-pci,id=balloon0,free-page-reporting={'on' if reporting else 'off'}"
+            )
+            argv = [
+                _qemu(),
+                "-S",
+                "-name", f"bench{index:03d},process={PROCESS_NAME}",
+                "-m", str(memory_mib),
+                "-nodefaults", "-no-user-config", "-display", "none",
+                "-device", balloon,
+                "-qmp", f"unix:{socket_path},server=on,wait=off",
+            ]  # fmt: skip
+            processes.append(
+                subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
+                )
+            )
+            sockets.append(socket_path)
+        deadline = time.monotonic() + 30
+        while not all(path.exists() for path in sockets):
+            dead = [p.pid for p in processes if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                raise VmreclaimError(f"benchmark QEMUs did not start (exited: {dead})")
+            time.sleep(0.05)
+        yield sockets
+    finally:
+        for process in processes:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        for process in processes:
+            process.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    vms: int
+    polls: int
+    seconds: float
+    cpu_seconds: float
+
+    @property
+    def cpu_percent(self) -> float:
+        """Percent of one CPU, user + system, all our threads."""
+        return 100.0 * self.cpu_seconds / self.seconds
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def measure(sockets: list[Path], seconds: float, interval: float = 1.0) -> BenchResult:
+    """Connect to every socket, then poll once per interval (plus the host's /proc, as the
+    daemon does) for `seconds`, counting only the polling."""
+    fleet = Fleet([str(path) for path in sockets], QemuVm)
+    try:
+        await fleet.connect_all()
+        first = await fleet.poll()
+        if len(first.vms) != len(sockets):
+            raise VmreclaimError(f"only {len(first.vms)} of {len(sockets)} VMs answered")
+        polls = 0
+        start_wall, start_cpu = time.monotonic(), _cpu_seconds()
+        next_poll = start_wall
+        while time.monotonic() - start_wall < seconds:
+            poll = await fleet.poll()
+            read_host_memory()
+            polls += 1
+            if len(poll.vms) != len(sockets):
+                raise VmreclaimError(f"{len(sockets) - len(poll.vms)} VMs stopped answering")
+            next_poll += interval
+            await asyncio.sleep(max(0.0, next_poll - time.monotonic()))
+        wall = time.monotonic() - start_wall
+        return BenchResult(len(sockets), polls, wall, _cpu_seconds() - start_cpu)
+    finally:
+        await fleet.close()
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--vms", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--interval", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="bench: %(message)s")
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        with paused_qemus(args.vms) as sockets:
+            result = asyncio.run(measure(sockets, args.seconds, args.interval))
+    except VmreclaimError as err:
+        print(f"bench: error: {err.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(
+        f"polled {result.vms} VMs {result.polls} times in {result.seconds:.1f} s: "
+        f"{result.cpu_seconds:.2f} CPU s = {result.cpu_percent:.2f} % of one CPU"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""The host side's configuration: one TOML file, validated into frozen records.
+
+Every problem names the file, the key and what is allowed. Sizes are strings with binary
+suffixes ("512M", "2G") or plain byte counts. An example with every key and its default:
+
+    qmp = ["/run/vms/*.qmp"]          # QMP sockets, or globs matched again every cycle
+    interval = 1.0                    # seconds between polls
+
+    [metrics]
+    address = "127.0.0.1"             # Prometheus exposition; loopback unless you mean it
+    port = 9848                       # 0 turns metrics off
+
+    [host]
+    keep_available = "2G"             # shrink balloons while MemAvailable is below this...
+    release_available = "2.5G"        # ...grow them back only above this (hysteresis)
+    max_memory_pressure = 10.0        # shrink also while memory PSI some avg10 (%) exceeds it
+
+    [balloon]
+    max_step = "100M"                 # per VM per cycle (Proxmox's bound)...
+    max_step_percent = 5.0            # ...and per cent of the VM's RAM (oVirt MoM's bound)
+    guest_available_margin = "128M"   # deflate at once when the guest has less available
+    major_faults_per_cycle = 200      # deflate at once when the guest faults faster than this
+    min_change = "1M"                 # ignore smaller target changes
+    deflate_hold_cycles = 10          # cycles a VM is left alone after an emergency deflation
+
+    [vm_defaults]
+    minimum = "256M"                  # never leave a guest less than this
+    shares = 1000                     # how the host's shortfall is split between VMs
+
+    [[vm]]                            # overrides for VMs whose name or socket matches a glob
+    name = "db-*"
+    minimum = "2G"
+    shares = 2000
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vmreclaim.errors import ConfigError, VmreclaimError
+from vmreclaim.units import parse_size
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class VmRule:
+    pattern: str
+    """A glob matched against the VM's name and its address (QMP socket path)."""
+    minimum_bytes: int | None
+    shares: int | None
+
+    def matches(self, name: str, address: str) -> bool:
+        return fnmatch.fnmatchcase(name, self.pattern) or fnmatch.fnmatchcase(address, self.pattern)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The balloon policy's knobs; see the module docstring for what each does."""
+
+    keep_available_bytes: int
+    release_available_bytes: int
+    max_memory_pressure: float | None = 10.0
+    max_step_bytes: int = 100 * MIB
+    max_step_fraction: float = 0.05
+    guest_available_margin_bytes: int = 128 * MIB
+    major_faults_per_cycle: int = 200
+    min_change_bytes: int = 1 * MIB
+    deflate_hold_cycles: int = 10
+    default_minimum_bytes: int = 256 * MIB
+    default_shares: int = 1000
+    rules: tuple[VmRule, ...] = ()
+
+    def minimum_for(self, name: str, address: str = "") -> int:
+        for rule in self.rules:
+            if rule.minimum_bytes is not None and rule.matches(name, address):
+                return rule.minimum_bytes
+        return self.default_minimum_bytes
+
+    def shares_for(self, name: str, address: str = "") -> int:
+        for rule in self.rules:
+            if rule.shares is not None and rule.matches(name, address):
+                return rule.shares
+        return self.default_shares
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    path: str
+    qmp: tuple[str, ...]
+    policy: PolicyConfig
+    interval: float = 1.0
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = 9848
+    proc: Path = field(default=Path("/proc"))
+
+
+_TOP_KEYS = {"qmp", "interval", "proc", "metrics", "host", "balloon", "vm_defaults", "vm"}
+_TABLE_KEYS = {
+    "metrics": {"address", "port"},
+    "host": {"keep_available", "release_available", "max_memory_pressure"},
+    "balloon": {
+        "max_step",
+        "max_step_percent",
+        "guest_available_margin",
+        "major_faults_per_cycle",
+        "min_change",
+        "deflate_hold_cycles",
+    },
+    "vm_defaults": {"minimum", "shares"},
+    "vm": {"name", "minimum", "shares"},
+}
+
+
+class _Reader:
+    """Typed access to one table, with errors that name the file and the dotted key."""
+
+    def __init__(self, path: str, prefix: str, table: Mapping[str, Any]) -> None:
+        self.path = path
+        self.prefix = prefix
+        self.table = table
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def fail(self, name: str | None, problem: str, hint: str | None = None) -> ConfigError:
+        return ConfigError(
+            self.path, self.key(name) if name else self.prefix or None, problem, hint=hint
+        )
+
+    def check_keys(self, allowed: set[str]) -> None:
+        for name in self.table:
+            if name not in allowed:
+                raise self.fail(
+                    name, "unknown key", hint=f"allowed here: {', '.join(sorted(allowed))}"
+                )
+
+    def size(self, name: str, default: int | None) -> int | None:
+        value = self.table.get(name, default)
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            if isinstance(value, int) and value < 0:
+                raise self.fail(name, f"{value} is negative", hint="sizes are 0 or more")
+            return value
+        if isinstance(value, str):
+            try:
+                return parse_size(value)
+            except VmreclaimError as err:
+                raise self.fail(name, f"bad size {value!r}", hint=err.hint) from err
+        raise self.fail(name, f'expected a size like "512M", got {value!r}')
+
+    def number(self, name: str, default: float | None, *, low: float, high: float) -> float | None:
+        value = self.table.get(name, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            raise self.fail(name, f"expected a number, got {value!r}")
+        if not low <= value <= high:
+            raise self.fail(name, f"{value} is out of range", hint=f"allowed: {low} to {high}")
+        return float(value)
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        value = self.table.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(name, f"expected a whole number, got {value!r}")
+        if not low <= value <= high:
+            raise self.fail(name, f"{value} is out of range", hint=f"allowed: {low} to {high}")
+        return value
+
+    def string(self, name: str, default: str | None) -> str | None:
+        value = self.table.get(name, default)
+        if value is not None and not isinstance(value, str):
+            raise self.fail(name, f"expected a string, got {value!r}")
+        return value
+
+    def subtable(self, name: str) -> _Reader:
+        value = self.table.get(name, {})
+        if not isinstance(value, dict):
+            raise self.fail(name, "expected a table", hint=f"write it as [{name}]")
+        reader = _Reader(self.path, f"{self.key(name)}.", value)
+        reader.check_keys(_TABLE_KEYS[name])
+        return reader
+
+
+def parse_config(data: Mapping[str, Any], path: str) -> HostConfig:
+    top = _Reader(path, "", data)
+    top.check_keys(_TOP_KEYS)
+
+    qmp = data.get("qmp", [])
+    if isinstance(qmp, str):
+        qmp = [qmp]
+    if not isinstance(qmp, list) or not all(isinstance(item, str) and item for item in qmp):
+        raise top.fail("qmp", f"expected a list of socket paths or globs, got {qmp!r}")
+
+    host = top.subtable("host")
+    keep = host.size("keep_available", None)
+    if keep is None:
+        raise host.fail(
+            "keep_available",
+            "missing",
+            hint='say how much MemAvailable the host keeps, e.g. keep_available = "2G"',
+        )
+    release = host.size("release_available", keep + max(256 * MIB, keep // 4))
+    assert release is not None
+    if release < keep:
+        raise host.fail(
+            "release_available",
+            "is below keep_available",
+            hint="it is the level above which balloons grow back: keep_available or more",
+        )
+
+    balloon = top.subtable("balloon")
+    defaults = top.subtable("vm_defaults")
+    policy = PolicyConfig(
+        keep_available_bytes=keep,
+        release_available_bytes=release,
+        max_memory_pressure=host.number("max_memory_pressure", 10.0, low=0.0, high=100.0),
+        max_step_bytes=_required(balloon.size("max_step", 100 * MIB)),
+        max_step_fraction=_required(balloon.number("max_step_percent", 5.0, low=0.1, high=100.0))
+        / 100,
+        guest_available_margin_bytes=_required(balloon.size("guest_available_margin", 128 * MIB)),
+        major_faults_per_cycle=balloon.integer("major_faults_per_cycle", 200, low=1, high=10**9),
+        min_change_bytes=_required(balloon.size("min_change", MIB)),
+        deflate_hold_cycles=balloon.integer("deflate_hold_cycles", 10, low=0, high=10**6),
+        default_minimum_bytes=_required(defaults.size("minimum", 256 * MIB)),
+        default_shares=defaults.integer("shares", 1000, low=1, high=10**6),
+        rules=_rules(top),
+    )
+    metrics = top.subtable("metrics")
+    return HostConfig(
+        path=path,
+        qmp=tuple(qmp),
+        policy=policy,
+        interval=_required(top.number("interval", 1.0, low=0.1, high=3600.0)),
+        metrics_address=_required(metrics.string("address", "127.0.0.1")),
+        metrics_port=metrics.integer("port", 9848, low=0, high=65535),
+        proc=Path(_required(top.string("proc", "/proc"))),
+    )
+
+
+def _required(value: Any) -> Any:
+    assert value is not None  # every caller passed a default
+    return value
+
+
+def _rules(top: _Reader) -> tuple[VmRule, ...]:
+    entries = top.table.get("vm", [])
+    if not isinstance(entries, list):
+        raise top.fail("vm", "expected an array of tables", hint="write each as [[vm]]")
+    rules = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise top.fail("vm", "expected an array of tables", hint="write each as [[vm]]")
+        reader = _Reader(top.path, f"vm[{index}].", entry)
+        reader.check_keys(_TABLE_KEYS["vm"])
+        pattern = reader.string("name", None)
+        if not pattern:
+            raise reader.fail("name", "missing", hint='a VM name or glob, e.g. name = "db-*"')
+        shares = entry.get("shares")
+        rules.append(
+            VmRule(
+                pattern=pattern,
+                minimum_bytes=reader.size("minimum", None),
+                shares=None
+                if shares is None
+                else reader.integer("shares", 1000, low=1, high=10**6),
+            )
+        )
+    return tuple(rules)
+
+
+def load_config(path: Path) -> HostConfig:
+    import tomllib
+
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except FileNotFoundError as err:
+        raise ConfigError(str(path), None, "no such file") from err
+    except OSError as err:
+        raise ConfigError(str(path), None, f"cannot read it: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(
+            str(path), None, f"not valid TOML: {err}", hint="see https://toml.io"
+        ) from err
+    return parse_config(data, str(path))

@@ -1,0 +1,134 @@
+"""Prometheus exposition of the daemon's latest cycle.
+
+A custom collector renders the last published `MetricsView` at scrape time, so a VM that is no
+longer observed has no series at all: its metrics go away with it, with no stale gauges to
+remove by hand. Binds to 127.0.0.1 unless the configuration says otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vmreclaim.errors import HostError
+from vmreclaim.host.records import HostMemory, VmObservation
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
+
+@dataclass(frozen=True)
+class MetricsView:
+    host: HostMemory | None
+    mode: str
+    vms: tuple[VmObservation, ...]
+    unreachable: int
+    cycles: int
+
+
+_VM_GAUGES: tuple[tuple[str, str], ...] = (
+    ("host_bytes", "Guest RAM resident on the host (RSS if the mapping is unknown)"),
+    ("rss_bytes", "Resident set of the VM's process"),
+    ("balloon_actual_bytes", "Guest size as the balloon sees it"),
+    ("balloon_target_bytes", "Balloon target set by this daemon"),
+    ("ram_bytes", "Configured RAM of the VM"),
+    ("guest_available_bytes", "MemAvailable reported by the guest"),
+    ("guest_free_bytes", "Free memory reported by the guest"),
+    ("guest_cache_bytes", "Page cache reported by the guest"),
+    ("guest_used_bytes", "Guest memory neither free nor cache"),
+    ("guest_major_faults", "Major faults in the guest since boot"),
+    ("host_unused_bytes", "Memory the host holds that the guest does not use"),
+    ("returned_bytes", "Memory the VM returned to the host since first seen"),
+    ("free_page_reporting", "1 when the balloon accepts free page reports"),
+)
+
+
+def vm_values(vm: VmObservation) -> dict[str, float | None]:
+    sample = vm.sample
+    guest = sample.guest
+    balloon = sample.balloon
+    reporting = balloon.free_page_reporting if balloon else None
+    return {
+        "host_bytes": sample.host_bytes,
+        "rss_bytes": sample.footprint.rss_bytes if sample.footprint else None,
+        "balloon_actual_bytes": balloon.actual_bytes if balloon else None,
+        "balloon_target_bytes": vm.balloon_target_bytes,
+        "ram_bytes": balloon.ram_bytes if balloon else None,
+        "guest_available_bytes": guest.available_bytes if guest else None,
+        "guest_free_bytes": guest.free_bytes if guest else None,
+        "guest_cache_bytes": guest.cache_bytes if guest else None,
+        "guest_used_bytes": guest.used_bytes if guest else None,
+        "guest_major_faults": guest.major_faults if guest else None,
+        "host_unused_bytes": vm.host_unused_bytes,
+        "returned_bytes": vm.returned_bytes,
+        "free_page_reporting": None if reporting is None else float(reporting),
+    }
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._view = MetricsView(None, "no-data", (), 0, 0)
+
+    def publish(self, view: MetricsView) -> None:
+        with self._lock:
+            self._view = view
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        with self._lock:
+            view = self._view
+        families = {
+            name: GaugeMetricFamily(f"vmreclaim_vm_{name}", text, labels=["vm", "address"])
+            for name, text in _VM_GAUGES
+        }
+        for vm in view.vms:
+            for name, value in vm_values(vm).items():
+                if value is not None:
+                    families[name].add_metric([vm.sample.name, vm.sample.address], value)
+        yield from families.values()
+        host = view.host
+        scalars: tuple[tuple[str, str, float | None], ...] = (
+            ("host_available_bytes", "Host MemAvailable", host.available_bytes if host else None),
+            (
+                "host_memory_pressure_some_avg10",
+                "Host memory PSI some avg10 (%)",
+                host.psi_some_avg10 if host else None,
+            ),
+            ("vms", "VMs answering", len(view.vms)),
+            ("vms_unreachable", "VM sockets that do not answer", view.unreachable),
+            ("cycles", "Control cycles run", view.cycles),
+        )
+        for name, text, value in scalars:
+            if value is not None:
+                yield GaugeMetricFamily(f"vmreclaim_{name}", text, value=float(value))
+        mode = GaugeMetricFamily("vmreclaim_policy_mode", "Current policy mode", labels=["mode"])
+        mode.add_metric([view.mode], 1.0)
+        yield mode
+
+
+class MetricsServer:
+    """The HTTP endpoint, running on its own thread until `close()`."""
+
+    def __init__(self, address: str, port: int) -> None:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        self.collector = _Collector()
+        registry: CollectorRegistry = CollectorRegistry(auto_describe=False)
+        registry.register(self.collector)
+        try:
+            self._server, self._thread = start_http_server(port, address, registry=registry)
+        except OSError as err:
+            raise HostError(
+                f"cannot serve metrics on {address}:{port}: {err.strerror}",
+                hint="choose another [metrics] port, or port = 0 to turn metrics off",
+            ) from err
+        self.port = int(self._server.server_port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)

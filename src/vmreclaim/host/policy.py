@@ -1,0 +1,202 @@
+"""The balloon policy: a pure function from what was observed to balloon targets.
+
+`decide(observation, config, state) -> Decision`: no I/O, no clock, no sleeping, so the daemon,
+the unit tests and any simulator run the same law. Per cycle:
+
+1. The host decides the mode, with a band for hysteresis (oVirt MoM and Proxmox use thresholds
+   alone; they also read no pressure):
+   - shrink while MemAvailable < keep_available, or memory PSI some avg10 > max_memory_pressure;
+   - grow back while MemAvailable >= release_available and pressure is under the limit;
+   - hold in between, so a host near the threshold does not make balloons oscillate.
+2. Each VM, guest first:
+   - emergency: the guest's available memory is under the margin, or its major faults climbed
+     faster than the limit since the last cycle: deflate at once to the VM's full RAM, unbounded,
+     and leave it alone for `deflate_hold_cycles` (the guest told us it needs the memory);
+   - shrink: take the VM's share of the host's shortfall (by shares), at most
+     min(max_step, max_step_percent of its RAM) a cycle (MoM's 5 %, Proxmox's 100 MiB), never
+     below its minimum and never more than the guest's available memory above the margin;
+   - grow: give back at most the same step a cycle, up to the full RAM.
+3. No action on incomplete data (MoM's rule): without host figures nothing moves; a VM without
+   fresh guest statistics is neither shrunk nor judged in need. Changes smaller than
+   `min_change` are ignored (MoM ignores changes under 0.25 %).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from vmreclaim.host.config import PolicyConfig
+from vmreclaim.host.records import HostMemory, VmObservation
+
+PAGE = 4096
+"""The balloon moves whole 4 KiB pages; targets are aligned to them."""
+
+
+class Mode(enum.Enum):
+    NO_DATA = "no-data"
+    SHRINK = "shrink"
+    HOLD = "hold"
+    GROW = "grow"
+
+
+@dataclass(frozen=True)
+class Observation:
+    host: HostMemory | None
+    vms: tuple[VmObservation, ...]
+
+
+@dataclass(frozen=True)
+class VmControl:
+    """What the policy remembers of one VM, keyed by its address."""
+
+    target_bytes: int
+    last_major_faults: int | None = None
+    hold_cycles: int = 0
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    mode: Mode = Mode.NO_DATA
+    vms: Mapping[str, VmControl] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Action:
+    address: str
+    name: str
+    target_bytes: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    mode: Mode
+    actions: tuple[Action, ...]
+    state: PolicyState
+
+
+def host_mode(host: HostMemory | None, config: PolicyConfig) -> Mode:
+    if host is None:
+        return Mode.NO_DATA
+    pressured = (
+        config.max_memory_pressure is not None
+        and host.psi_some_avg10 is not None
+        and host.psi_some_avg10 > config.max_memory_pressure
+    )
+    if host.available_bytes < config.keep_available_bytes or pressured:
+        return Mode.SHRINK
+    if host.available_bytes >= config.release_available_bytes:
+        return Mode.GROW
+    return Mode.HOLD
+
+
+def max_step(ram_bytes: int, config: PolicyConfig) -> int:
+    return _page_down(min(config.max_step_bytes, int(ram_bytes * config.max_step_fraction)))
+
+
+def _page_down(value: int) -> int:
+    return value - value % PAGE
+
+
+def _fault_burst(vm: VmObservation, control: VmControl, config: PolicyConfig) -> int | None:
+    guest = vm.sample.guest
+    faults = guest.major_faults if guest else None
+    if faults is None or control.last_major_faults is None or faults < control.last_major_faults:
+        return None
+    burst = faults - control.last_major_faults
+    return burst if burst > config.major_faults_per_cycle else None
+
+
+def decide(observation: Observation, config: PolicyConfig, state: PolicyState) -> Decision:
+    mode = host_mode(observation.host, config)
+    if mode is Mode.NO_DATA:
+        return Decision(mode, (), PolicyState(mode, state.vms))
+    host = observation.host
+    assert host is not None
+    eligible = [vm for vm in observation.vms if _complete(vm)]
+    total_shares = sum(config.shares_for(vm.sample.name, vm.sample.address) for vm in eligible) or 1
+    shortfall = max(0, config.keep_available_bytes - host.available_bytes)
+
+    actions: list[Action] = []
+    controls: dict[str, VmControl] = {}
+    for vm in observation.vms:
+        balloon = vm.sample.balloon
+        if balloon is None:
+            continue  # no balloon: nothing to steer, nothing to remember
+        address = vm.sample.address
+        control = state.vms.get(address) or VmControl(target_bytes=balloon.actual_bytes)
+        share = shortfall * config.shares_for(vm.sample.name, address) // total_shares
+        target, reason, hold = _next_target(vm, control, config, mode, share)
+        guest = vm.sample.guest
+        faults = guest.major_faults if guest else None
+        controls[address] = VmControl(target, faults, hold)
+        if target != control.target_bytes:
+            actions.append(Action(address, vm.sample.name, target, reason))
+    return Decision(mode, tuple(actions), PolicyState(mode, controls))
+
+
+def _complete(vm: VmObservation) -> bool:
+    guest = vm.sample.guest
+    return (
+        vm.sample.balloon is not None
+        and guest is not None
+        and guest.updated_at > 0
+        and guest.available_bytes is not None
+    )
+
+
+def _next_target(
+    vm: VmObservation, control: VmControl, config: PolicyConfig, mode: Mode, share: int
+) -> tuple[int, str, int]:
+    """The VM's new target, why, and how many cycles it stays on hold."""
+    balloon = vm.sample.balloon
+    assert balloon is not None
+    current = control.target_bytes
+    minimum = min(balloon.ram_bytes, config.minimum_for(vm.sample.name, vm.sample.address))
+    if current < minimum:
+        return minimum, "below its minimum", control.hold_cycles
+    emergency = _emergency(vm, control, config)
+    if emergency is not None and current < balloon.ram_bytes:
+        return balloon.ram_bytes, emergency, config.deflate_hold_cycles
+    if control.hold_cycles > 0:
+        return current, "", control.hold_cycles - 1
+    if mode is Mode.SHRINK:
+        return _shrink(vm, current, minimum, config, share), "host short of memory", 0
+    if mode is Mode.GROW:
+        return _grow(balloon.ram_bytes, current, config), "host has memory to spare", 0
+    return current, "", 0
+
+
+def _emergency(vm: VmObservation, control: VmControl, config: PolicyConfig) -> str | None:
+    """Why the guest needs its memory back now, or None."""
+    guest = vm.sample.guest
+    if not _complete(vm) or guest is None or guest.available_bytes is None:
+        return None
+    if guest.available_bytes < config.guest_available_margin_bytes:
+        return "guest available memory under the margin"
+    burst = _fault_burst(vm, control, config)
+    return f"{burst} major faults in the guest" if burst is not None else None
+
+
+def _shrink(vm: VmObservation, current: int, minimum: int, config: PolicyConfig, share: int) -> int:
+    balloon = vm.sample.balloon
+    guest = vm.sample.guest
+    if not _complete(vm) or balloon is None or guest is None or guest.available_bytes is None:
+        return current  # no fresh guest figures: no action
+    step = max_step(balloon.ram_bytes, config)
+    # PSI alone (MemAvailable above the threshold) gives no amount: take the full step.
+    amount = min(step, share) if share > 0 else step
+    # Never take what the guest would miss: stay above its available memory's margin.
+    spare = guest.available_bytes - config.guest_available_margin_bytes
+    floor = max(minimum, balloon.actual_bytes - max(0, spare))
+    target = max(floor, _page_down(current - amount))
+    return target if current - target >= config.min_change_bytes else current
+
+
+def _grow(ram: int, current: int, config: PolicyConfig) -> int:
+    target = min(ram, current + max_step(ram, config))
+    if target - current < config.min_change_bytes and target != ram:
+        return current
+    return target

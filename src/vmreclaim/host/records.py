@@ -1,0 +1,97 @@
+"""Immutable records of the host side. All memory amounts are bytes (ints); None means unknown,
+never zero."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmreclaim.qemu.footprint import Footprint
+
+
+@dataclass(frozen=True)
+class GuestStats:
+    """What the guest's balloon driver reports (virtio-balloon stats queue). QEMU keeps -1 (as
+    2**64 - 1) for a statistic the guest never sent; those become None here."""
+
+    updated_at: float
+    """The guest's last report, host wall-clock seconds; 0 when it never reported."""
+    total_bytes: int | None
+    free_bytes: int | None
+    available_bytes: int | None
+    cache_bytes: int | None
+    major_faults: int | None
+    minor_faults: int | None
+
+    @property
+    def used_bytes(self) -> int | None:
+        """Memory the guest uses for something other than page cache: total - free - cache."""
+        if self.total_bytes is None or self.free_bytes is None or self.cache_bytes is None:
+            return None
+        return max(0, self.total_bytes - self.free_bytes - self.cache_bytes)
+
+
+@dataclass(frozen=True)
+class BalloonState:
+    ram_bytes: int
+    """The VM's configured RAM (QEMU's base memory)."""
+    actual_bytes: int
+    """The guest's size as the balloon sees it: RAM minus inflated pages."""
+    free_page_reporting: bool | None
+    """Whether the device is configured to accept free page reports; None when unknown."""
+
+
+@dataclass(frozen=True)
+class VmSample:
+    """One poll of one VM through its backend."""
+
+    name: str
+    address: str
+    """How the backend reaches the VM: a QMP socket path for QEMU."""
+    pid: int | None
+    footprint: Footprint | None
+    balloon: BalloonState | None
+    guest: GuestStats | None
+
+    @property
+    def host_bytes(self) -> int | None:
+        """What the VM's guest RAM holds on the host (the whole RSS if the mapping is unknown)."""
+        if self.footprint is None:
+            return None
+        guest_ram = self.footprint.guest_ram_bytes
+        return guest_ram if guest_ram is not None else self.footprint.rss_bytes
+
+
+@dataclass(frozen=True)
+class VmObservation:
+    """A sample with what only history can tell."""
+
+    sample: VmSample
+    first_seen: float
+    returned_bytes: int
+    """Sum of every drop of the host footprint since the VM was first seen: memory handed back
+    (guest RAM only grows on the host unless something discards it)."""
+    trend: tuple[int, ...]
+    """The last host footprints, oldest first."""
+    balloon_target_bytes: int | None
+    """The last target this process set; QEMU has no query for the target, only for `actual`."""
+
+    @property
+    def host_unused_bytes(self) -> int | None:
+        """Memory the host holds for the VM that the guest does not use (cache counts as unused:
+        it is what a reclaim would give back)."""
+        host = self.sample.host_bytes
+        used = self.sample.guest.used_bytes if self.sample.guest else None
+        if host is None or used is None:
+            return None
+        return max(0, host - used)
+
+
+@dataclass(frozen=True)
+class HostMemory:
+    """The host's memory situation (/proc/meminfo, /proc/pressure/memory)."""
+
+    total_bytes: int
+    available_bytes: int
+    psi_some_avg10: float | None
+    """Percent of the last 10 s in which some task stalled on memory; None without PSI."""
+    psi_full_avg10: float | None

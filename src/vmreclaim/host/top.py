@@ -1,0 +1,169 @@
+"""`vmreclaim top`: every VM's footprint on the host beside what its guest uses.
+
+`snapshot_json` is the machine-readable shape (`--once --json`); `render_table` the rich view.
+Both take observations, so neither does I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vmreclaim.host.fleet import Fleet, FleetPoll
+from vmreclaim.host.records import HostMemory, VmObservation
+from vmreclaim.units import format_size
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+_SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def vm_json(vm: VmObservation) -> dict[str, Any]:
+    sample = vm.sample
+    balloon = sample.balloon
+    guest = sample.guest
+    return {
+        "name": sample.name,
+        "address": sample.address,
+        "pid": sample.pid,
+        "host_bytes": sample.host_bytes,
+        "rss_bytes": sample.footprint.rss_bytes if sample.footprint else None,
+        "guest_ram_bytes": sample.footprint.guest_ram_bytes if sample.footprint else None,
+        "balloon": None
+        if balloon is None
+        else {
+            "ram_bytes": balloon.ram_bytes,
+            "actual_bytes": balloon.actual_bytes,
+            "target_bytes": vm.balloon_target_bytes,
+        },
+        "free_page_reporting": balloon.free_page_reporting if balloon else None,
+        "guest": None
+        if guest is None
+        else {
+            "updated_at": guest.updated_at,
+            "total_bytes": guest.total_bytes,
+            "used_bytes": guest.used_bytes,
+            "free_bytes": guest.free_bytes,
+            "available_bytes": guest.available_bytes,
+            "cache_bytes": guest.cache_bytes,
+            "major_faults": guest.major_faults,
+        },
+        "host_unused_bytes": vm.host_unused_bytes,
+        "returned_bytes": vm.returned_bytes,
+        "trend": list(vm.trend),
+    }
+
+
+def snapshot_json(poll: FleetPoll, host: HostMemory | None, now: float) -> dict[str, Any]:
+    return {
+        "time": now,
+        "host": None
+        if host is None
+        else {
+            "total_bytes": host.total_bytes,
+            "available_bytes": host.available_bytes,
+            "memory_pressure_some_avg10": host.psi_some_avg10,
+        },
+        "vms": [vm_json(vm) for vm in poll.vms],
+        "unreachable": [
+            {"address": address, "error": error} for address, error in poll.unreachable
+        ],
+    }
+
+
+def sparkline(values: Sequence[int], width: int = 10) -> str:
+    values = list(values)[-width:]
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    if high == low:
+        return _SPARKS[0] * len(values)
+    scale = (len(_SPARKS) - 1) / (high - low)
+    return "".join(_SPARKS[round((value - low) * scale)] for value in values)
+
+
+def _size(value: int | None) -> str:
+    return "-" if value is None else format_size(value)
+
+
+def render_table(poll: FleetPoll, host: HostMemory | None) -> Table:
+    from rich.table import Table
+
+    title = "vmreclaim top"
+    if host is not None:
+        title += (
+            f"  host available {format_size(host.available_bytes)}"
+            f" of {format_size(host.total_bytes)}"
+        )
+        if host.psi_some_avg10 is not None:
+            title += f", memory pressure {host.psi_some_avg10:.1f} %"
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "VM",
+        "host",
+        "guest used",
+        "cache",
+        "free",
+        "balloon target/actual",
+        "reporting",
+        "held unused",
+        "returned",
+        "trend",
+    ):
+        table.add_column(column, justify="left" if column in ("VM", "trend") else "right")
+    for vm in sorted(poll.vms, key=lambda vm: vm.sample.name):
+        sample = vm.sample
+        balloon = sample.balloon
+        guest = sample.guest
+        reporting = balloon.free_page_reporting if balloon else None
+        actual = _size(balloon.actual_bytes if balloon else None)
+        table.add_row(
+            f"{sample.name} [dim]{sample.pid or ''}[/dim]",
+            _size(sample.host_bytes),
+            _size(guest.used_bytes if guest else None),
+            _size(guest.cache_bytes if guest else None),
+            _size(guest.free_bytes if guest else None),
+            f"{_size(vm.balloon_target_bytes)} / {actual}",
+            "-" if reporting is None else "[green]on[/green]" if reporting else "[red]off[/red]",
+            _size(vm.host_unused_bytes),
+            _size(vm.returned_bytes),
+            sparkline(vm.trend),
+        )
+    for address, error in poll.unreachable:
+        table.add_row(f"[red]{address}[/red]", "", "", "", "", "", "", "", "", error[:60])
+    return table
+
+
+async def poll_once(fleet: Fleet, wait_for_stats: float) -> FleetPoll:
+    """Connect, then poll until every VM with a balloon has guest statistics (a fresh
+    connection turns polling on, and the guest answers within its interval) or time is up."""
+    await fleet.connect_all()
+    deadline = time.monotonic() + wait_for_stats
+    while True:
+        poll = await fleet.poll()
+        waiting = [
+            vm
+            for vm in poll.vms
+            if vm.sample.balloon is not None
+            and (vm.sample.guest is None or vm.sample.guest.updated_at <= 0)
+        ]
+        if not waiting or time.monotonic() >= deadline:
+            return poll
+        await asyncio.sleep(0.5)
+
+
+async def run_live(fleet: Fleet, interval: float, proc: Path) -> None:
+    from rich.live import Live
+
+    from vmreclaim.host.hostmem import read_host_memory
+
+    await fleet.connect_all()
+    with Live(auto_refresh=False, screen=False) as live:
+        while True:
+            poll = await fleet.poll()
+            live.update(render_table(poll, read_host_memory(proc)), refresh=True)
+            await asyncio.sleep(interval)

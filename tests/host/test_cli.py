@@ -1,0 +1,64 @@
+"""`vmreclaim top` and `vmreclaim host run` fail clearly, with a non-zero exit."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from vmreclaim.cli import main
+
+
+def test_a_bad_config_names_file_and_key(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "host.toml"
+    config.write_text('[host]\nkeep_available = "2G"\n[balloon]\nmax_stepp = "1G"\n')
+    assert main(["host", "run", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{config}: balloon.max_stepp: unknown key" in err
+    assert "hint: allowed here:" in err
+
+
+def test_check_prints_the_effective_configuration(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "host.toml"
+    config.write_text('qmp = ["/run/*.qmp"]\n[host]\nkeep_available = "2G"\n')
+    assert main(["host", "run", "--config", str(config), "--check"]) == 0
+    assert "keep host MemAvailable >= 2.0 GiB" in capsys.readouterr().out
+
+
+def test_an_unreachable_socket_is_an_error(tmp_path: Path, capsys) -> None:
+    code = main(["top", "--once", "--json", "--qmp", str(tmp_path / "absent.qmp")])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "cannot connect to QMP socket" in err
+    assert "hint:" in err
+
+
+def test_a_socket_that_is_not_qmp_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        listener.listen(1)
+        done = subprocess.run(
+            [sys.executable, "-m", "vmreclaim", "top", "--once", "--qmp", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert "did not answer as a QMP monitor" in done.stderr
+
+
+def test_top_needs_some_vm(capsys) -> None:
+    assert main(["top", "--once"]) == 2
+    assert "no VMs to watch" in capsys.readouterr().err
+
+
+def test_building_the_command_loads_no_host_library() -> None:
+    code = (
+        "import sys; from vmreclaim.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('rich', 'prometheus_client', 'qemu')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr

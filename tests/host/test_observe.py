@@ -1,0 +1,97 @@
+"""Host readers on verbatim kernel text, the history of a VM, and the metrics it exposes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vmreclaim.host.history import track
+from vmreclaim.host.hostmem import read_host_memory
+from vmreclaim.host.metrics import MetricsView, _Collector
+from vmreclaim.host.qemu_backend import FootprintSampler
+from vmreclaim.host.records import VmSample
+from vmreclaim.qemu.footprint import Footprint
+
+MEMINFO = """\
+MemTotal:       24683868 kB
+MemFree:        23226284 kB
+MemAvailable:   24044160 kB
+Buffers:           55072 kB
+Cached:           995060 kB
+"""
+PRESSURE = """\
+some avg10=1.25 avg60=0.50 avg300=0.10 total=123456
+full avg10=0.75 avg60=0.20 avg300=0.05 total=65432
+"""
+
+
+def test_host_memory_reads_available_and_pressure(tmp_path: Path) -> None:
+    (tmp_path / "pressure").mkdir()
+    (tmp_path / "meminfo").write_text(MEMINFO)
+    (tmp_path / "pressure" / "memory").write_text(PRESSURE)
+    host = read_host_memory(tmp_path)
+    assert host is not None
+    assert host.available_bytes == 24044160 * 1024
+    assert host.psi_some_avg10 == 1.25
+    assert host.psi_full_avg10 == 0.75
+
+
+def test_host_memory_without_psi_has_no_pressure(tmp_path: Path) -> None:
+    (tmp_path / "meminfo").write_text(MEMINFO)
+    host = read_host_memory(tmp_path)
+    assert host is not None
+    assert host.psi_some_avg10 is None
+
+
+def test_host_memory_without_memavailable_is_unknown(tmp_path: Path) -> None:
+    (tmp_path / "meminfo").write_text("MemTotal: 1000 kB\n")
+    assert read_host_memory(tmp_path) is None
+
+
+def sample(host_bytes: int, pid: int = 7) -> VmSample:
+    return VmSample("vm", "/run/vm.qmp", pid, Footprint(0.0, host_bytes, host_bytes), None, None)
+
+
+def test_returned_memory_adds_up_every_drop_since_first_seen() -> None:
+    history = None
+    for host_bytes in (1000, 1500, 900, 1200, 700):
+        history, observation = track(history, sample(host_bytes), 5.0)
+    assert observation.returned_bytes == 600 + 500
+    assert observation.trend == (1000, 1500, 900, 1200, 700)
+
+
+def test_a_restarted_vm_starts_a_new_history() -> None:
+    history, _ = track(None, sample(1000), 1.0)
+    history, _ = track(history, sample(500), 2.0)
+    history, observation = track(history, sample(300, pid=8), 3.0)
+    assert observation.returned_bytes == 0
+    assert observation.first_seen == 3.0
+
+
+def test_footprint_between_exact_readings_moves_with_the_rss(tmp_path: Path) -> None:
+    pid_dir = tmp_path / "42"
+    pid_dir.mkdir()
+    (pid_dir / "status").write_text("VmRSS:\t  409600 kB\n")
+    (pid_dir / "smaps").write_text(
+        "7f0000000000-7f0040000000 rw-p 00000000 00:00 0 \nSize: 1048576 kB\nRss: 307200 kB\n"
+    )
+    # 51200 pages of 4 KiB = 200 MiB: the process lost 200 MiB since the exact reading.
+    (pid_dir / "statm").write_text("900000 51200 100 1 0 80000 0\n")
+    now = [0.0]
+    sampler = FootprintSampler(42, 1 << 30, tmp_path, exact_every=30, clock=lambda: now[0])
+    exact = sampler.sample()
+    now[0] = 1.0
+    between = sampler.sample()
+    assert exact.guest_ram_bytes == 300 << 20
+    assert between.rss_bytes == 200 << 20
+    assert between.guest_ram_bytes == 100 << 20
+
+
+def test_a_vm_no_longer_observed_has_no_metrics() -> None:
+    collector = _Collector()
+    _, observation = track(None, sample(1000), 0.0)
+    collector.publish(MetricsView(None, "hold", (observation,), 0, 1))
+    before = [s for family in collector.collect() for s in family.samples if s.labels.get("vm")]
+    collector.publish(MetricsView(None, "hold", (), 1, 2))
+    after = [s for family in collector.collect() for s in family.samples if s.labels.get("vm")]
+    assert before
+    assert after == []

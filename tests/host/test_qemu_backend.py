@@ -1,0 +1,208 @@
+"""The QEMU backend and the fleet against a fake QMP server on a real unix socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vmreclaim.errors import QmpError, VmUnreachableError
+from vmreclaim.host.fleet import Fleet
+from vmreclaim.host.qemu_backend import QemuVm, parse_guest_stats
+from vmreclaim.host.top import snapshot_json
+
+from .fake_qmp import MIB, UNKNOWN, FakeQemu
+
+STATUS = "Name:\tqemu-system-x86\nVmRSS:\t  307200 kB\n"
+# The kernel prints a blank after an anonymous mapping's inode.
+SMAPS = (
+    "7f2a40000000-7f2a80000000 rw-p 00000000 00:00 0 \n"
+    "Size:            1048576 kB\n"
+    "Rss:              409600 kB\n"
+    "7ffd1b7e0000-7ffd1b801000 rw-p 00000000 00:00 0                          [stack]\n"
+    "Size:                132 kB\n"
+    "Rss:                  40 kB\n"
+)
+
+
+@pytest.fixture
+def proc(tmp_path: Path) -> Path:
+    """A /proc holding this process's QEMU-like status and smaps: the fake server runs in this
+    process, so SO_PEERCRED names it."""
+    pid_dir = tmp_path / "proc" / str(os.getpid())
+    pid_dir.mkdir(parents=True)
+    (pid_dir / "status").write_text(STATUS)
+    (pid_dir / "smaps").write_text(SMAPS)
+    (pid_dir / "statm").write_text("700000 76800 1000 1 0 70000 0\n")
+    return tmp_path / "proc"
+
+
+def socket_path(tmp_path: Path) -> Path:
+    return tmp_path / "vm.qmp"
+
+
+def test_connect_finds_process_balloon_and_reporting(tmp_path: Path, proc: Path) -> None:
+    async def scenario() -> None:
+        async with FakeQemu(socket_path(tmp_path)) as fake:
+            vm = QemuVm(socket_path(tmp_path), proc=proc)
+            await vm.connect()
+            sample = await vm.sample()
+            await vm.close()
+            assert fake.commands[0] == "qmp_capabilities"
+            assert fake.polling_interval == 1
+        assert vm.name == "fake-vm"
+        assert sample.pid == os.getpid()
+        assert sample.balloon is not None
+        assert sample.balloon.ram_bytes == 1024 * MIB
+        assert sample.balloon.free_page_reporting is True
+        assert sample.footprint is not None
+        assert sample.footprint.rss_bytes == 307200 * 1024
+        assert sample.footprint.guest_ram_bytes == 400 * MIB
+        assert sample.guest is not None
+        assert sample.guest.available_bytes == 800 * MIB
+        assert sample.guest.used_bytes == 250 * MIB
+
+    asyncio.run(scenario())
+
+
+def test_a_balloon_target_is_sent_and_actual_follows_events(tmp_path: Path, proc: Path) -> None:
+    async def scenario() -> int | None:
+        async with FakeQemu(socket_path(tmp_path)) as fake:
+            vm = QemuVm(socket_path(tmp_path), proc=proc)
+            await vm.connect()
+            await vm.set_balloon_target(768 * MIB)
+            await asyncio.sleep(0.05)  # the event arrives after the reply
+            sample = await vm.sample()
+            await vm.close()
+            assert fake.actual == 768 * MIB
+            assert "query-balloon" not in fake.commands[fake.commands.index("balloon") :]
+        return sample.balloon.actual_bytes if sample.balloon else None
+
+    assert asyncio.run(scenario()) == 768 * MIB
+
+
+def test_reporting_off_is_reported_off(tmp_path: Path, proc: Path) -> None:
+    async def scenario() -> bool | None:
+        async with FakeQemu(socket_path(tmp_path), reporting=False):
+            vm = QemuVm(socket_path(tmp_path), proc=proc)
+            await vm.connect()
+            sample = await vm.sample()
+            await vm.close()
+        return sample.balloon.free_page_reporting if sample.balloon else None
+
+    assert asyncio.run(scenario()) is False
+
+
+def test_a_missing_socket_is_unreachable(tmp_path: Path) -> None:
+    with pytest.raises(VmUnreachableError, match="No such file"):
+        asyncio.run(QemuVm(tmp_path / "absent.qmp").connect())
+
+
+def test_a_socket_that_is_not_qmp_is_a_qmp_error(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async def chatter(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            await writer.drain()
+            await reader.read()
+
+        server = await asyncio.start_unix_server(chatter, path=str(socket_path(tmp_path)))
+        try:
+            await QemuVm(socket_path(tmp_path), timeout=2).connect()
+        finally:
+            server.close()
+
+    with pytest.raises(QmpError, match="did not answer as a QMP monitor"):
+        asyncio.run(scenario())
+
+
+def test_a_silent_socket_times_out_as_a_qmp_error(tmp_path: Path) -> None:
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(socket_path(tmp_path)))
+    listener.listen(1)
+    try:
+        with pytest.raises(QmpError, match="did not answer"):
+            asyncio.run(QemuVm(socket_path(tmp_path), timeout=0.5).connect())
+    finally:
+        listener.close()
+
+
+def test_unknown_guest_statistics_are_none() -> None:
+    stats = parse_guest_stats(
+        {"last-update": 0, "stats": {"stat-free-memory": UNKNOWN, "stat-total-memory": 5}}
+    )
+    assert stats is not None
+    assert stats.free_bytes is None
+    assert stats.total_bytes == 5
+    assert stats.used_bytes is None
+
+
+def test_the_fleet_drops_a_crashed_vm_and_picks_it_up_again(tmp_path: Path, proc: Path) -> None:
+    now = [0.0]
+
+    async def scenario() -> list[int]:
+        fleet = Fleet(
+            [str(tmp_path / "*.qmp")],
+            lambda address: QemuVm(address, proc=proc),
+            clock=lambda: now[0],
+        )
+        seen = []
+        fake = FakeQemu(socket_path(tmp_path))
+        await fake.__aenter__()
+        await fleet.connect_all()
+        seen.append(len((await fleet.poll()).vms))
+        await fake.crash()
+        seen.append(len((await fleet.poll()).vms))  # the poll notices; the VM is gone
+        async with FakeQemu(socket_path(tmp_path)):
+            now[0] += 2.0  # past the back-off
+            await fleet.connect_all()
+            seen.append(len((await fleet.poll()).vms))
+        await fleet.close()
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 0, 1]
+
+
+def test_the_fleet_forgets_a_vm_whose_socket_disappears(tmp_path: Path, proc: Path) -> None:
+    async def scenario() -> tuple[int, int]:
+        fleet = Fleet([str(tmp_path / "*.qmp")], lambda address: QemuVm(address, proc=proc))
+        async with FakeQemu(socket_path(tmp_path)):
+            await fleet.connect_all()
+            before = (await fleet.poll()).vms
+        socket_path(tmp_path).unlink()
+        after = await fleet.poll()
+        await fleet.close()
+        return len(before), len(after.vms) + len(after.unreachable)
+
+    assert asyncio.run(scenario()) == (1, 0)
+
+
+def test_the_json_snapshot_has_one_entry_per_vm(tmp_path: Path, proc: Path) -> None:
+    async def scenario() -> dict[str, Any]:
+        fleet = Fleet(
+            [str(socket_path(tmp_path)), str(tmp_path / "absent.qmp")],
+            lambda address: QemuVm(address, proc=proc),
+        )
+        async with FakeQemu(socket_path(tmp_path)):
+            await fleet.connect_all()
+            poll = await fleet.poll()
+        await fleet.close()
+        return snapshot_json(poll, None, 123.0)
+
+    snapshot = asyncio.run(scenario())
+    assert set(snapshot) == {"time", "host", "vms", "unreachable"}
+    (entry,) = snapshot["vms"]
+    assert entry["name"] == "fake-vm"
+    assert entry["rss_bytes"] == 307200 * 1024
+    assert entry["balloon"] == {
+        "ram_bytes": 1024 * MIB,
+        "actual_bytes": 1024 * MIB,
+        "target_bytes": None,
+    }
+    assert entry["free_page_reporting"] is True
+    assert entry["guest"]["available_bytes"] == 800 * MIB
+    assert entry["host_unused_bytes"] == 400 * MIB - 250 * MIB
+    assert [u["address"] for u in snapshot["unreachable"]] == [str(tmp_path / "absent.qmp")]
