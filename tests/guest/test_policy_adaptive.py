@@ -190,14 +190,31 @@ def test_it_compacts_when_much_free_memory_is_unreportable(sim):
     )
 
 
-def test_it_compacts_again_only_when_fragmentation_grows_past_what_compaction_left(sim):
+def test_a_compaction_that_does_not_help_is_retried_at_doubling_intervals(sim):
+    _fragment(sim, 30000)  # the simulated guest stays as fragmented whatever compaction does
+    sim.set_cache(inactive=0)
+    driver = PolicyDriver(sim, ADAPTIVE)
+    assert _compaction_times(driver.run(200, busy_ratio=BUSY)) == [2.0, 62.0, 182.0]
+
+
+def test_fragmentation_growing_past_what_compaction_left_brings_the_short_interval_back(sim):
     _fragment(sim, 30000)
     sim.set_cache(inactive=0)
     driver = PolicyDriver(sim, ADAPTIVE)
-    # Compaction could not help (the simulated guest stays as fragmented): once, not every 30 s.
-    assert _compaction_times(driver.run(100, busy_ratio=BUSY)) == [2.0]
+    assert _compaction_times(driver.run(100, busy_ratio=BUSY)) == [2.0, 62.0]
     _fragment(sim, 50000)  # 78 MiB more unreportable: past the 64 MiB step
     assert _compaction_times(driver.run(10, busy_ratio=BUSY)) == [100.0]
+
+
+def test_a_compaction_that_helps_keeps_the_short_interval(sim):
+    _fragment(sim, 60000)
+    sim.set_cache(inactive=0)
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(4, busy_ratio=BUSY)  # compacts at 2 s
+    _fragment(sim, 30000)  # ... which freed 117 MiB of small blocks
+    driver.run(2, busy_ratio=BUSY)  # at 4 s the agent sees what the compaction left
+    _fragment(sim, 45000)  # some fragmentation back, less than the 64 MiB that counts as growth
+    assert _compaction_times(driver.run(40, busy_ratio=BUSY)) == [32.0]
 
 
 def test_compactions_are_at_least_the_interval_apart(sim):

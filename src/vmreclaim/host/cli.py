@@ -4,7 +4,6 @@ libraries are imported by the handlers, so `vmreclaim guest ...` never loads the
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -15,15 +14,16 @@ from typing import TYPE_CHECKING
 from vmreclaim.errors import UsageError
 
 if TYPE_CHECKING:
-    from vmreclaim.host.backend import BackendFactory, VmBackend
+    from vmreclaim.host.sources import SourceList
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     top = subparsers.add_parser(
         "top",
         help="every VM's footprint on the host beside what its guest uses, live",
-        description="Watch VMs through their QMP sockets: host footprint, guest used/cache/"
-        "free, balloon, free page reporting, memory returned so far.",
+        description="Watch VMs through their QMP sockets, libvirt, Cloud Hypervisor or "
+        "Firecracker: host footprint, guest used/cache/free, balloon, free page reporting, "
+        "memory returned so far.",
     )
     top.add_argument(
         "--qmp",
@@ -32,7 +32,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SOCKET",
         help="a VM's QMP unix socket (repeatable; globs allowed)",
     )
-    top.add_argument("--config", type=Path, help="take the sockets (qmp = [...]) from this TOML")
+    top.add_argument(
+        "--libvirt",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="every running domain of a libvirt URI, e.g. qemu:///system (repeatable)",
+    )
+    top.add_argument(
+        "--cloud-hypervisor",
+        action="append",
+        default=[],
+        metavar="SOCKET",
+        help="a Cloud Hypervisor API socket (--api-socket; repeatable; globs allowed)",
+    )
+    top.add_argument(
+        "--firecracker",
+        action="append",
+        default=[],
+        metavar="SOCKET",
+        help="a Firecracker API socket (--api-sock; repeatable; globs allowed)",
+    )
+    top.add_argument(
+        "--config",
+        type=Path,
+        help="take the VMs (qmp, libvirt, cloud_hypervisor, firecracker) from this TOML",
+    )
     top.add_argument("--once", action="store_true", help="print one snapshot and exit")
     top.add_argument("--json", action="store_true", help="with --once: one JSON object")
     top.add_argument(
@@ -59,49 +84,101 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     run.set_defaults(handler=_host_run)
 
+    launch = commands.add_parser(
+        "launch-options",
+        help="the options that turn free page reporting on, for each hypervisor",
+        description="Print what to give a hypervisor so that its VM returns freed memory "
+        "(stdout), and where it goes (stderr).",
+    )
+    launch.add_argument(
+        "--hypervisor",
+        required=True,
+        choices=("qemu", "libvirt", "cloud-hypervisor", "firecracker"),
+    )
+    launch.add_argument("--name", default="vm1", help="the VM's name, for socket paths")
+    launch.add_argument(
+        "--deflate-on-oom", action="store_true", help="let the guest take balloon pages back"
+    )
+    launch.add_argument(
+        "--stats-interval",
+        type=int,
+        default=1,
+        metavar="SECONDS",
+        help="guest statistics period where it is set at launch (default 1; 0 = off)",
+    )
+    launch.set_defaults(handler=_launch_options)
 
-def _qemu_factory(proc: Path) -> BackendFactory:
-    from vmreclaim.host.qemu_backend import QemuVm
+    libvirt = commands.add_parser("libvirt", help="libvirt domains")
+    libvirt_commands = libvirt.add_subparsers(
+        dest="libvirt_command", required=True, metavar="COMMAND"
+    )
+    enable = libvirt_commands.add_parser(
+        "enable-reporting",
+        help="turn free page reporting on in a domain's persistent XML (next start)",
+        description="Set freePageReporting='on' on the domain's virtio memballoon (adding one "
+        "if needed) in its persistent definition. A running domain keeps its device: the "
+        "change applies from the next start.",
+    )
+    enable.add_argument("domain", metavar="DOMAIN")
+    enable.add_argument("--uri", default="qemu:///system", help="default qemu:///system")
+    enable.set_defaults(handler=_libvirt_enable_reporting)
 
-    def factory(address: str) -> VmBackend:
-        return QemuVm(address, proc=proc)
 
-    return factory
+def _sources(args: argparse.Namespace) -> SourceList:
+    from vmreclaim.host.sources import SourceList
+
+    return SourceList(
+        qmp=tuple(args.qmp),
+        libvirt=tuple(args.libvirt),
+        cloud_hypervisor=tuple(args.cloud_hypervisor),
+        firecracker=tuple(args.firecracker),
+    )
 
 
 def _top(args: argparse.Namespace) -> int:
     from vmreclaim.host.config import load_config
     from vmreclaim.host.fleet import Fleet
     from vmreclaim.host.hostmem import read_host_memory
+    from vmreclaim.host.sources import SourceList, VmSources
     from vmreclaim.host.top import poll_once, run_live, snapshot_json
 
-    sources = list(args.qmp)
+    named = _sources(args)
+    sources = named
     proc = Path("/proc")
     if args.config is not None:
         config = load_config(args.config)
-        sources += config.qmp
+        sources = SourceList(
+            qmp=named.qmp + config.qmp,
+            libvirt=named.libvirt + config.libvirt,
+            cloud_hypervisor=named.cloud_hypervisor + config.cloud_hypervisor,
+            firecracker=named.firecracker + config.firecracker,
+        )
         proc = config.proc
     if not sources:
         raise UsageError(
-            "no VMs to watch", hint="name QMP sockets with --qmp SOCKET, or give --config FILE"
+            "no VMs to watch",
+            hint="name them with --qmp SOCKET, --libvirt URI, --cloud-hypervisor SOCKET or "
+            "--firecracker SOCKET, or give --config FILE",
         )
     if args.json and not args.once:
         raise UsageError("--json prints one snapshot", hint="add --once")
     # Connection news is for the daemon's log; top shows it in its table or fails with it.
     logging.getLogger("vmreclaim.host.fleet").setLevel(logging.ERROR)
-    fleet = Fleet(sources, _qemu_factory(proc))
+    vm_sources = VmSources(sources, proc)
+    fleet = Fleet(sources.qmp, vm_sources.backend, discoverer=vm_sources.discover)
 
     async def once() -> int:
         try:
             poll = await poll_once(fleet, args.wait)
-            # A socket the user named that does not answer is an error; one a glob found is
-            # reported in the snapshot.
-            for source in args.qmp:
+            # A socket or URI the user named that does not answer is an error; one a glob
+            # found is reported in the snapshot.
+            for source in named.named():
                 failure = fleet.failure(source)
                 if failure is not None:
                     raise failure
         finally:
             await fleet.close()
+            vm_sources.close()
         snapshot = snapshot_json(poll, read_host_memory(proc), time.time())
         if args.json:
             print(json.dumps(snapshot, indent=2))
@@ -118,7 +195,10 @@ def _top(args: argparse.Namespace) -> int:
             await run_live(fleet, args.interval, proc)
         finally:
             await fleet.close()
+            vm_sources.close()
         return 0
+
+    import asyncio
 
     return asyncio.run(once() if args.once else live())
 
@@ -126,15 +206,59 @@ def _top(args: argparse.Namespace) -> int:
 def _host_run(args: argparse.Namespace) -> int:
     from vmreclaim.host.config import load_config
     from vmreclaim.host.daemon import describe, run_daemon
+    from vmreclaim.host.sources import SourceList, VmSources
 
     config = load_config(args.config)
     if args.check:
         print(describe(config), file=sys.stdout)
         return 0
-    if not config.qmp:
+    if not config.has_vms:
         raise UsageError(
-            f"{args.config}: qmp: no VMs to steer",
-            hint='list QMP sockets or globs, e.g. qmp = ["/run/vms/*.qmp"]',
+            f"{args.config}: no VMs to steer",
+            hint='list QMP sockets or globs, e.g. qmp = ["/run/vms/*.qmp"], or libvirt URIs, '
+            'e.g. libvirt = ["qemu:///system"]',
         )
-    run_daemon(config, _qemu_factory(config.proc))
+    vm_sources = VmSources(
+        SourceList(config.qmp, config.libvirt, config.cloud_hypervisor, config.firecracker),
+        config.proc,
+    )
+    try:
+        run_daemon(config, vm_sources.backend, vm_sources.discover)
+    finally:
+        vm_sources.close()
+    return 0
+
+
+def _launch_options(args: argparse.Namespace) -> int:
+    from vmreclaim.host.launch import launch_options
+
+    options = launch_options(
+        args.hypervisor,
+        name=args.name,
+        deflate_on_oom=args.deflate_on_oom,
+        stats_interval=args.stats_interval,
+    )
+    print(options.snippet)
+    print(options.note, file=sys.stderr)
+    return 0
+
+
+def _libvirt_enable_reporting(args: argparse.Namespace) -> int:
+    from vmreclaim.host.libvirt_backend import enable_reporting
+
+    change = enable_reporting(args.uri, args.domain)
+    for note in change.notes:
+        print(f"{change.domain}: {note}")
+    if not change.changed:
+        print(f"{change.domain}: free page reporting is already on in its persistent XML")
+    else:
+        print(f"{change.domain}: set freePageReporting='on' in its persistent XML")
+    if change.running:
+        print(
+            f"{change.domain} is running with its old device: the change applies from its next "
+            "start (shut it down and start it again; a reboot from inside the guest is not "
+            "enough)"
+        )
+    elif change.changed:
+        print(f"{change.domain}: the change applies when it next starts")
     return 0

@@ -21,6 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ready", type=Path, help="file to create once the memory is held")
     p.add_argument("--release", type=Path, help="free the memory once this file exists")
     p.add_argument("--hold", type=float, default=0.0, help="longest hold, seconds")
+    p = sub.add_parser("fragment", help="free every other page of a region and hold the rest")
+    p.add_argument("size")
+    p.add_argument("--ready", type=Path, help="file to create once the pattern is in place")
+    p.add_argument("--hold", type=float, default=0.0, help="seconds to hold the rest")
     p = sub.add_parser("write-files", help="write files and sync them: page cache")
     p.add_argument("directory", type=Path)
     p.add_argument("size")
@@ -41,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.kind == "alloc":
             kinds.alloc(parse_size(args.size), args.ready, args.release, args.hold)
+        elif args.kind == "fragment":
+            kinds.fragment(parse_size(args.size), args.ready, args.hold)
         elif args.kind == "write-files":
             kinds.write_files(args.directory, parse_size(args.size), parse_size(args.file_size))
         elif args.kind == "busy":

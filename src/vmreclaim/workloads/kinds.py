@@ -4,6 +4,7 @@ and the command line (`__main__`) only parses and dispatches."""
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import time
 from pathlib import Path
@@ -97,3 +98,21 @@ def reread(directory: Path, seconds: float, pause: float, report: Path | None) -
     if report is not None:
         report.write_text(json.dumps(summary) + "\n")
     return summary
+
+
+def fragment(size: int, ready: Path | None, hold: float) -> None:
+    """Touch `size` bytes of anonymous memory, then free every other page and keep the rest:
+    half of it becomes free memory in single pages, which free page reporting (blocks of
+    order 9 and up) cannot return until compaction moves the pages still held."""
+    region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    # Small pages only: freeing 4 KiB of a transparent huge page frees nothing until the
+    # kernel splits it (seen here: with THP the "freed" half stayed allocated).
+    region.madvise(mmap.MADV_NOHUGEPAGE)
+    for offset in range(0, size, PAGE):
+        region[offset] = 1
+    for offset in range(0, size, 2 * PAGE):
+        region.madvise(mmap.MADV_DONTNEED, offset, PAGE)
+    if ready is not None:
+        ready.write_text(f"{size // 2}\n")
+    _wait_for(None, hold)
+    region.close()
