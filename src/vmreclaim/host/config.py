@@ -4,6 +4,9 @@ Every problem names the file, the key and what is allowed. Sizes are strings wit
 suffixes ("512M", "2G") or plain byte counts. An example with every key and its default:
 
     qmp = ["/run/vms/*.qmp"]          # QMP sockets, or globs matched again every cycle
+    libvirt = ["qemu:///system"]      # libvirt URIs: every running domain on each
+    cloud_hypervisor = []             # Cloud Hypervisor API sockets (--api-socket), or globs
+    firecracker = []                  # Firecracker API sockets (--api-sock), or globs
     interval = 1.0                    # seconds between polls
 
     [metrics]
@@ -98,9 +101,28 @@ class HostConfig:
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9848
     proc: Path = field(default=Path("/proc"))
+    libvirt: tuple[str, ...] = ()
+    cloud_hypervisor: tuple[str, ...] = ()
+    firecracker: tuple[str, ...] = ()
+
+    @property
+    def has_vms(self) -> bool:
+        return bool(self.qmp or self.libvirt or self.cloud_hypervisor or self.firecracker)
 
 
-_TOP_KEYS = {"qmp", "interval", "proc", "metrics", "host", "balloon", "vm_defaults", "vm"}
+_TOP_KEYS = {
+    "qmp",
+    "libvirt",
+    "cloud_hypervisor",
+    "firecracker",
+    "interval",
+    "proc",
+    "metrics",
+    "host",
+    "balloon",
+    "vm_defaults",
+    "vm",
+}
 _TABLE_KEYS = {
     "metrics": {"address", "port"},
     "host": {"keep_available", "release_available", "max_memory_pressure"},
@@ -190,11 +212,7 @@ def parse_config(data: Mapping[str, Any], path: str) -> HostConfig:
     top = _Reader(path, "", data)
     top.check_keys(_TOP_KEYS)
 
-    qmp = data.get("qmp", [])
-    if isinstance(qmp, str):
-        qmp = [qmp]
-    if not isinstance(qmp, list) or not all(isinstance(item, str) and item for item in qmp):
-        raise top.fail("qmp", f"expected a list of socket paths or globs, got {qmp!r}")
+    qmp = _string_list(top, "qmp", "socket paths or globs")
 
     host = top.subtable("host")
     keep = host.size("keep_available", None)
@@ -233,13 +251,25 @@ def parse_config(data: Mapping[str, Any], path: str) -> HostConfig:
     metrics = top.subtable("metrics")
     return HostConfig(
         path=path,
-        qmp=tuple(qmp),
+        qmp=qmp,
         policy=policy,
         interval=_required(top.number("interval", 1.0, low=0.1, high=3600.0)),
         metrics_address=_required(metrics.string("address", "127.0.0.1")),
         metrics_port=metrics.integer("port", 9848, low=0, high=65535),
         proc=Path(_required(top.string("proc", "/proc"))),
+        libvirt=_string_list(top, "libvirt", 'libvirt URIs, e.g. ["qemu:///system"]'),
+        cloud_hypervisor=_string_list(top, "cloud_hypervisor", "API socket paths or globs"),
+        firecracker=_string_list(top, "firecracker", "API socket paths or globs"),
     )
+
+
+def _string_list(top: _Reader, name: str, what: str) -> tuple[str, ...]:
+    value = top.table.get(name, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise top.fail(name, f"expected a list of {what}, got {value!r}")
+    return tuple(value)
 
 
 def _required(value: Any) -> Any:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from vmreclaim.errors import VmreclaimError
 from vmreclaim.host.backend import BackendFactory
 from vmreclaim.host.config import HostConfig
-from vmreclaim.host.fleet import Fleet, FleetPoll
+from vmreclaim.host.fleet import Discoverer, Fleet, FleetPoll
 from vmreclaim.host.hostmem import read_host_memory
 from vmreclaim.host.metrics import MetricsServer, MetricsView
 from vmreclaim.host.policy import Decision, Observation, PolicyState, decide
@@ -29,7 +29,17 @@ def describe(config: HostConfig) -> str:
     """The effective configuration, for the log at start (senpai's habit)."""
     policy = config.policy
     return (
-        f"config {config.path}: sockets {list(config.qmp)}, every {config.interval:g} s; "
+        f"config {config.path}: sockets {list(config.qmp)}"
+        + "".join(
+            f", {kind} {list(named)}"
+            for kind, named in (
+                ("libvirt", config.libvirt),
+                ("cloud_hypervisor", config.cloud_hypervisor),
+                ("firecracker", config.firecracker),
+            )
+            if named
+        )
+        + f", every {config.interval:g} s; "
         f"keep host MemAvailable >= {format_size(policy.keep_available_bytes)}, grow back "
         f"above {format_size(policy.release_available_bytes)}, memory pressure limit "
         f"{policy.max_memory_pressure}; steps <= {format_size(policy.max_step_bytes)} and "
@@ -53,9 +63,10 @@ class Daemon:
         factory: BackendFactory,
         *,
         clock: Callable[[], float] = time.monotonic,
+        discoverer: Discoverer | None = None,
     ) -> None:
         self.config = config
-        self.fleet = Fleet(config.qmp, factory, clock=clock)
+        self.fleet = Fleet(config.qmp, factory, clock=clock, discoverer=discoverer)
         self.state = PolicyState()
         self.cycles = 0
         self._clock = clock
@@ -129,6 +140,8 @@ class Daemon:
         )
 
 
-def run_daemon(config: HostConfig, factory: BackendFactory) -> None:
-    daemon = Daemon(config, factory)
+def run_daemon(
+    config: HostConfig, factory: BackendFactory, discoverer: Discoverer | None = None
+) -> None:
+    daemon = Daemon(config, factory, discoverer=discoverer)
     asyncio.run(daemon.run())

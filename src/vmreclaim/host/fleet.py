@@ -14,7 +14,7 @@ import contextlib
 import glob
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from vmreclaim.errors import VmreclaimError
@@ -25,6 +25,10 @@ from vmreclaim.host.records import VmObservation
 log = logging.getLogger(__name__)
 
 _GLOB_CHARS = frozenset("*?[")
+
+Discoverer = Callable[[Sequence[str]], Awaitable[list[str]]]
+"""Turns the sources into the addresses to watch now, for sources that are not plain sockets
+and globs (libvirt URIs list their domains); see sources.VmSources."""
 
 
 def discover(sources: Sequence[str]) -> list[str]:
@@ -70,8 +74,10 @@ class Fleet:
         max_backoff: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        discoverer: Discoverer | None = None,
     ) -> None:
         self.sources = tuple(sources)
+        self._discoverer = discoverer
         self._factory = factory
         self._sample_timeout = sample_timeout
         self._max_backoff = max_backoff
@@ -124,7 +130,10 @@ class Fleet:
 
     async def _refresh(self) -> None:
         """Match the sources again: forget what vanished, start connects that are due."""
-        addresses = discover(self.sources)
+        if self._discoverer is not None:
+            addresses = await self._discoverer(self.sources)
+        else:
+            addresses = discover(self.sources)
         for address in list(self._slots):
             if address not in addresses:
                 log.info("%s is gone: forgetting it", address)

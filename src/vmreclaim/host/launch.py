@@ -1,0 +1,107 @@
+"""What to give each hypervisor so that a VM returns freed memory: free page reporting on the
+balloon (it is off by default everywhere and fixed when the VM starts), guest statistics on,
+and the control socket vmreclaim talks to. Pure: text in, text out (`vmreclaim host
+launch-options`).
+
+Sources: QEMU's virtio-balloon properties (`free-page-reporting`, `deflate-on-oom`,
+`guest-stats-polling-interval`); libvirt's domain XML (`<memballoon freePageReporting>`, libvirt
+6.9.0+; `<stats period>`); Cloud Hypervisor's `--balloon` (docs/balloon.md and BalloonConfig in
+its OpenAPI document); Firecracker's `PUT /balloon` (Balloon in firecracker.yaml;
+`free_page_reporting` since 1.14, accepted only before InstanceStart).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from vmreclaim.errors import UsageError
+
+HYPERVISORS = ("qemu", "libvirt", "cloud-hypervisor", "firecracker")
+
+_GUEST_NOTE = (
+    "The guest needs Linux 5.7+ with CONFIG_PAGE_REPORTING and the virtio_balloon driver "
+    "(`vmreclaim guest status` in the guest says whether reporting was negotiated). Only free "
+    "blocks of 2 MiB and more go back by default (page_reporting.page_reporting_order=9)."
+)
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    hypervisor: str
+    snippet: str
+    """What to paste: command-line options, an XML element, or a request."""
+    note: str
+    """Where it goes and what to know, for a human."""
+
+
+def _on(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def launch_options(
+    hypervisor: str,
+    *,
+    name: str = "vm1",
+    deflate_on_oom: bool = False,
+    stats_interval: int = 1,
+) -> LaunchOptions:
+    """The options that turn free page reporting on for `hypervisor`, for a VM called
+    `name` (used in socket paths)."""
+    if stats_interval < 0:
+        raise UsageError("the statistics interval is 0 (off) or more seconds")
+    if hypervisor == "qemu":
+        snippet = (
+            f"-device virtio-balloon-pci,id=balloon0,free-page-reporting=on,"
+            f"deflate-on-oom={_on(deflate_on_oom)} "
+            f"-qmp unix:/run/vms/{name}.qmp,server=on,wait=off"
+        )
+        note = (
+            "Add these to QEMU's command line (free-page-reporting is off by default). "
+            "vmreclaim turns guest statistics on itself over QMP (guest-stats-polling-interval); "
+            f"watch it with `vmreclaim top --qmp /run/vms/{name}.qmp`."
+        )
+    elif hypervisor == "libvirt":
+        autodeflate = " autodeflate='on'" if deflate_on_oom else ""
+        stats = f"\n  <stats period='{stats_interval}'/>\n" if stats_interval else ""
+        snippet = (
+            f"<memballoon model='virtio'{autodeflate} freePageReporting='on'>{stats}</memballoon>"
+        )
+        note = (
+            "Put this element in the domain's <devices> (libvirt 6.9.0 or newer), replacing any "
+            "other <memballoon>; for a defined domain `vmreclaim host libvirt enable-reporting "
+            f"{name}` does it. It applies from the domain's next start. Watch with "
+            "`vmreclaim top --libvirt qemu:///system`."
+        )
+    elif hypervisor == "cloud-hypervisor":
+        snippet = (
+            f"--balloon size=0,deflate_on_oom={_on(deflate_on_oom)},free_page_reporting=on "
+            f"--api-socket path=/run/vms/{name}.sock"
+        )
+        note = (
+            "Add these to cloud-hypervisor's command line (or set BalloonConfig "
+            "free_page_reporting=true in PUT /api/v1/vm.create). Watch with `vmreclaim top "
+            f"--cloud-hypervisor /run/vms/{name}.sock`."
+        )
+    elif hypervisor == "firecracker":
+        body = {
+            "amount_mib": 0,
+            "deflate_on_oom": deflate_on_oom,
+            "stats_polling_interval_s": stats_interval,
+            "free_page_reporting": True,
+        }
+        snippet = (
+            f"curl --unix-socket /run/vms/{name}.sock -X PUT http://localhost/balloon "
+            f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+        )
+        note = (
+            "Send this PUT /balloon before InstanceStart: Firecracker (1.14 or newer for "
+            "free_page_reporting) refuses it after boot, and statistics cannot be turned on "
+            "later either. Watch with `vmreclaim top --firecracker "
+            f"/run/vms/{name}.sock`."
+        )
+    else:
+        raise UsageError(
+            f"unknown hypervisor {hypervisor!r}", hint=f"one of {', '.join(HYPERVISORS)}"
+        )
+    return LaunchOptions(hypervisor, snippet, f"{note}\n{_GUEST_NOTE}")

@@ -1,0 +1,419 @@
+"""libvirt domains through libvirt-python (the optional `libvirt` extra), one backend a domain.
+
+A libvirt URI (`qemu:///system`, `qemu+ssh://host/system`) stands for every running domain on
+it: `LibvirtHub` keeps one connection a URI (libvirt connections are thread-safe, and every
+call runs in a worker thread through asyncio.to_thread) and lists the running domains at each
+poll, so domains that start are picked up and domains that stop are forgotten. A domain's
+address is `libvirt:URI#NAME`.
+
+What comes from where:
+- RAM: `virDomainGetMaxMemory` (KiB); balloon: `virDomainMemoryStats` `actual` (KiB); guest
+  statistics: the same call once `virDomainSetMemoryStatsPeriod` is set (`available` is the
+  guest's total, `usable` its available memory, `unused` free, `disk_caches` cache,
+  `last_update` the guest's last report in seconds); target: `virDomainSetMemoryFlags` on the
+  live domain.
+- free page reporting: `<memballoon model='virtio' freePageReporting='on'>` in the live XML
+  (libvirt 6.9.0+). libvirt's own docs say reporting has no effect on `virsh dommemstat`: only
+  the QEMU process's footprint shows it working, which is why the footprint is read too.
+- the QEMU process: libvirt's pid file (`/run/libvirt/qemu/NAME.pid` for qemu:///system,
+  `$XDG_RUNTIME_DIR/libvirt/qemu/run/NAME.pid` for qemu:///session), checked against the
+  process's command line (`-name guest=NAME,...`). Remote URIs have no local process: their
+  footprint is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from vmreclaim.errors import HostError, MissingDependencyError, UsageError, VmUnreachableError
+from vmreclaim.host.process import sample_footprint
+from vmreclaim.host.qemu_backend import FootprintSampler
+from vmreclaim.host.records import BalloonState, GuestStats, VmSample
+
+if TYPE_CHECKING:
+    import libvirt
+
+log = logging.getLogger(__name__)
+
+KIB = 1024
+PREFIX = "libvirt:"
+
+
+class LibvirtError(HostError):
+    """A libvirt call failed; `code` is libvirt's error code (virErrorNumber), None when the
+    failure was not libvirt's."""
+
+    def __init__(self, message: str, code: int | None, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = code
+
+
+def _quiet(_context: object, _error: object) -> None:
+    """libvirt's default error handler prints every failed call to stderr; the errors reach
+    us as exceptions anyway."""
+
+
+def import_libvirt() -> Any:
+    """The libvirt module, imported on first use so that nothing else needs it."""
+    try:
+        import libvirt
+    except ImportError as err:
+        raise MissingDependencyError(
+            "libvirt-python is not installed",
+            hint="pip install 'vmreclaim[libvirt]' (it builds against libvirt-dev and "
+            "pkg-config; scripts/setup installs both)",
+        ) from err
+    libvirt.registerErrorHandler(_quiet, None)
+    return libvirt
+
+
+def _translate(err: Exception, what: str) -> HostError:
+    """One place that turns a libvirtError into the project's errors: a domain or connection
+    that went away is unreachable (the fleet reconnects), anything else a LibvirtError."""
+    libvirt = import_libvirt()
+    if not isinstance(err, libvirt.libvirtError):
+        return LibvirtError(f"{what}: {err!r}", None)
+    code = err.get_error_code()
+    message = f"{what}: {err.get_error_message() or err}"
+    gone = {
+        libvirt.VIR_ERR_NO_DOMAIN,
+        libvirt.VIR_ERR_OPERATION_INVALID,  # "domain is not running"
+        libvirt.VIR_ERR_NO_CONNECT,
+        libvirt.VIR_ERR_SYSTEM_ERROR,  # the socket to libvirtd broke
+        libvirt.VIR_ERR_RPC,
+        libvirt.VIR_ERR_INTERNAL_ERROR,
+    }
+    if code in gone:
+        return VmUnreachableError(message)
+    return LibvirtError(message, code)
+
+
+# -- the domain XML (pure) -------------------------------------------------------------------
+
+
+def balloon_reporting(domain_xml: str) -> bool | None:
+    """Whether the domain's balloon accepts free page reports: None when it has no virtio
+    balloon (`<memballoon model='none'>` or none at all)."""
+    balloon = ET.fromstring(domain_xml).find("./devices/memballoon")
+    if balloon is None or balloon.get("model") != "virtio":
+        return None
+    return balloon.get("freePageReporting") == "on"
+
+
+@dataclass(frozen=True)
+class ReportingEdit:
+    xml: str
+    changed: bool
+    notes: tuple[str, ...]
+    """What was changed besides the attribute (a balloon added, a model changed)."""
+
+
+def enable_reporting_xml(domain_xml: str) -> ReportingEdit:
+    """The domain XML with `freePageReporting='on'` on a virtio memballoon (added when there
+    is none, its model turned to virtio when it is 'none')."""
+    root = ET.fromstring(domain_xml)
+    devices = root.find("devices")
+    if devices is None:
+        devices = ET.SubElement(root, "devices")
+    notes = []
+    balloon = devices.find("memballoon")
+    if balloon is None:
+        balloon = ET.SubElement(devices, "memballoon", {"model": "virtio"})
+        notes.append("added a virtio memballoon device")
+    elif balloon.get("model") != "virtio":
+        notes.append(f"changed the memballoon model from {balloon.get('model')!r} to 'virtio'")
+        balloon.set("model", "virtio")
+    if balloon.get("freePageReporting") == "on" and not notes:
+        return ReportingEdit(domain_xml, changed=False, notes=())
+    balloon.set("freePageReporting", "on")
+    return ReportingEdit(ET.tostring(root, encoding="unicode"), changed=True, notes=tuple(notes))
+
+
+def guest_stats(stats: dict[str, int]) -> GuestStats | None:
+    """`virDomainMemoryStats` as a record; None until the guest has reported (no
+    `last_update`). Amounts arrive in KiB."""
+    if "last_update" not in stats:
+        return None
+
+    def kib(key: str) -> int | None:
+        value = stats.get(key)
+        return value * KIB if isinstance(value, int) and value >= 0 else None
+
+    def count(key: str) -> int | None:
+        value = stats.get(key)
+        return value if isinstance(value, int) and value >= 0 else None
+
+    return GuestStats(
+        updated_at=float(stats["last_update"]),
+        total_bytes=kib("available"),  # VIR_DOMAIN_MEMORY_STAT_AVAILABLE: the guest's total
+        free_bytes=kib("unused"),
+        available_bytes=kib("usable"),  # VIR_DOMAIN_MEMORY_STAT_USABLE: MemAvailable
+        cache_bytes=kib("disk_caches"),
+        major_faults=count("major_fault"),
+        minor_faults=count("minor_fault"),
+    )
+
+
+# -- addresses and processes -----------------------------------------------------------------
+
+
+def domain_address(uri: str, name: str) -> str:
+    return f"{PREFIX}{uri}#{name}"
+
+
+def split_address(address: str) -> tuple[str, str | None]:
+    """(URI, domain name) of a `libvirt:URI#NAME` address; the name is None for a bare URI."""
+    rest = address.removeprefix(PREFIX)
+    uri, sep, name = rest.rpartition("#")
+    return (uri, name) if sep else (rest, None)
+
+
+def pid_file(uri: str, name: str) -> Path | None:
+    """Where libvirt's QEMU driver writes a domain's pid; None for a remote URI."""
+    parts = urlsplit(uri)
+    driver, _, transport = parts.scheme.partition("+")
+    if driver != "qemu" or parts.hostname or transport not in ("", "unix"):
+        return None
+    if parts.path == "/session":
+        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+        return Path(runtime) / "libvirt" / "qemu" / "run" / f"{name}.pid"
+    return Path("/run/libvirt/qemu") / f"{name}.pid"
+
+
+def qemu_pid(uri: str, name: str, proc: Path) -> int | None:
+    """The domain's QEMU pid, if its pid file names a process that is this domain's QEMU."""
+    path = pid_file(uri, name)
+    if path is None:
+        return None
+    try:
+        pid = int(path.read_text().strip())
+        cmdline = (proc / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if any(arg.startswith(f"guest={name},".encode()) for arg in cmdline) else None
+
+
+# -- connections -----------------------------------------------------------------------------
+
+
+class LibvirtHub:
+    """One libvirt connection a URI, shared by every domain on it; opened on first use and
+    again when it dies (libvirtd restarted)."""
+
+    def __init__(self) -> None:
+        self._connections: dict[str, libvirt.virConnect] = {}
+        self._lock = threading.Lock()
+
+    def connection(self, uri: str) -> libvirt.virConnect:
+        """Blocking: call it from a worker thread."""
+        libvirt = import_libvirt()
+        with self._lock:
+            existing = self._connections.get(uri)
+            if existing is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    if existing.isAlive():
+                        return existing
+                with contextlib.suppress(libvirt.libvirtError):
+                    existing.close()
+                del self._connections[uri]
+            try:
+                opened = libvirt.open(uri)
+            except libvirt.libvirtError as err:
+                raise VmUnreachableError(
+                    f"cannot connect to libvirt at {uri}: {err.get_error_message() or err}",
+                    hint="is libvirtd (or virtqemud) running, and may this user use the URI? "
+                    "qemu:///system needs root or the libvirt group",
+                ) from err
+            self._connections[uri] = opened
+            return opened
+
+    def running_domains(self, uri: str) -> list[str]:
+        """Blocking: names of the running domains on `uri`."""
+        libvirt = import_libvirt()
+        try:
+            domains = self.connection(uri).listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        except libvirt.libvirtError as err:
+            raise _translate(err, f"listing the domains of {uri}") from err
+        return sorted(domain.name() for domain in domains)
+
+    async def discover(self, uris: list[str]) -> tuple[list[str], dict[str, HostError]]:
+        """Addresses of every running domain on these URIs, and why each URI that could not be
+        listed failed."""
+        addresses: list[str] = []
+        failures: dict[str, HostError] = {}
+        for uri in uris:
+            try:
+                names = await asyncio.to_thread(self.running_domains, uri)
+            except HostError as err:
+                failures[uri] = err
+                continue
+            addresses += [domain_address(uri, name) for name in names]
+        return addresses, failures
+
+    def close(self) -> None:
+        libvirt = import_libvirt()
+        with self._lock:
+            for connection in self._connections.values():
+                with contextlib.suppress(libvirt.libvirtError):
+                    connection.close()
+            self._connections.clear()
+
+
+class LibvirtDomainVm:
+    """A `VmBackend` for one running libvirt domain."""
+
+    def __init__(
+        self,
+        hub: LibvirtHub,
+        uri: str,
+        name: str,
+        *,
+        proc: Path = Path("/proc"),
+        stats_period: int = 1,
+        exact_footprint_every: float = 30.0,
+    ) -> None:
+        self._hub = hub
+        self.uri = uri
+        self._name = name
+        self._proc = proc
+        self._stats_period = stats_period
+        self._exact_footprint_every = exact_footprint_every
+        self._domain: libvirt.virDomain | None = None
+        self.pid: int | None = None
+        self._ram_bytes: int | None = None
+        self._reporting: bool | None = None
+        self._has_balloon = False
+        self._footprint: FootprintSampler | None = None
+
+    @property
+    def address(self) -> str:
+        return domain_address(self.uri, self._name)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def connect(self) -> None:
+        await asyncio.to_thread(self._connect)
+
+    def _connect(self) -> None:
+        libvirt = import_libvirt()
+        what = f"domain {self._name} on {self.uri}"
+        try:
+            domain = self._hub.connection(self.uri).lookupByName(self._name)
+            if not domain.isActive():
+                raise VmUnreachableError(f"{what} is not running")
+            self._ram_bytes = int(domain.maxMemory()) * KIB
+            self._reporting = balloon_reporting(domain.XMLDesc(0))
+        except libvirt.libvirtError as err:
+            raise _translate(err, what) from err
+        self._has_balloon = self._reporting is not None
+        if self._has_balloon:
+            try:
+                domain.setMemoryStatsPeriod(self._stats_period, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            except libvirt.libvirtError as err:
+                log.warning("%s: guest statistics stay off: %s", what, err.get_error_message())
+        else:
+            log.warning("%s: no virtio memballoon; only the footprint is watched", what)
+        self._domain = domain
+        self.pid = qemu_pid(self.uri, self._name, self._proc)
+        if self.pid is not None:
+            self._footprint = FootprintSampler(
+                self.pid, self._ram_bytes, self._proc, exact_every=self._exact_footprint_every
+            )
+
+    async def sample(self) -> VmSample:
+        stats = await asyncio.to_thread(self._memory_stats)
+        balloon = None
+        if self._has_balloon and self._ram_bytes is not None and "actual" in stats:
+            balloon = BalloonState(self._ram_bytes, stats["actual"] * KIB, self._reporting)
+        return VmSample(
+            name=self._name,
+            address=self.address,
+            pid=self.pid,
+            footprint=sample_footprint(self._footprint, self._name, self.pid),
+            balloon=balloon,
+            guest=guest_stats(stats) if self._has_balloon else None,
+        )
+
+    def _memory_stats(self) -> dict[str, int]:
+        libvirt = import_libvirt()
+        domain = self._live_domain()
+        try:
+            # Also the liveness check: a domain that stopped fails here.
+            return dict(domain.memoryStats())
+        except libvirt.libvirtError as err:
+            raise _translate(err, f"memory statistics of {self._name}") from err
+
+    def _live_domain(self) -> libvirt.virDomain:
+        if self._domain is None:
+            raise VmUnreachableError(f"{self.address}: not connected")
+        return self._domain
+
+    async def set_balloon_target(self, guest_bytes: int) -> None:
+        await asyncio.to_thread(self._set_memory, guest_bytes)
+
+    def _set_memory(self, guest_bytes: int) -> None:
+        libvirt = import_libvirt()
+        try:
+            self._live_domain().setMemoryFlags(guest_bytes // KIB, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as err:
+            raise _translate(err, f"setting the balloon of {self._name}") from err
+
+    async def close(self) -> None:
+        """The connection belongs to the hub; the domain handle is just dropped."""
+        self._domain = None
+
+
+# -- turning reporting on --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportingChange:
+    domain: str
+    changed: bool
+    running: bool
+    notes: tuple[str, ...]
+
+
+def enable_reporting(uri: str, name: str) -> ReportingChange:
+    """Set `freePageReporting='on'` in a domain's persistent XML and define it again. A running
+    domain keeps its present device: the change applies from its next start."""
+    libvirt = import_libvirt()
+    hub = LibvirtHub()
+    try:
+        connection = hub.connection(uri)
+        try:
+            domain = connection.lookupByName(name)
+        except libvirt.libvirtError as err:
+            raise UsageError(
+                f"no domain {name!r} at {uri}", hint=f"virsh -c {uri} list --all"
+            ) from err
+        try:
+            if not domain.isPersistent():
+                raise UsageError(
+                    f"domain {name} is transient: it has no persistent XML to change",
+                    hint="put <memballoon model='virtio' freePageReporting='on'/> in the XML it "
+                    "is created from (`vmreclaim host launch-options --hypervisor libvirt`)",
+                )
+            edit = enable_reporting_xml(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            if edit.changed:
+                connection.defineXML(edit.xml)
+            running = bool(domain.isActive())
+        except libvirt.libvirtError as err:
+            raise LibvirtError(
+                f"cannot change domain {name}: {err.get_error_message() or err}",
+                err.get_error_code(),
+            ) from err
+        return ReportingChange(name, edit.changed, running, edit.notes)
+    finally:
+        hub.close()

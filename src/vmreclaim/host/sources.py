@@ -1,0 +1,138 @@
+"""Where VMs come from: QMP sockets, libvirt URIs, Cloud Hypervisor and Firecracker API sockets.
+
+`VmSources` turns what the user named into addresses at every poll (globs matched again, the
+domains of each libvirt URI listed again) and makes the backend for an address. Addresses say
+their kind: a QMP socket is its plain path (as before), the others carry a prefix:
+
+    /run/vms/db.qmp                      QEMU over QMP
+    libvirt:qemu:///system#db            a libvirt domain
+    cloud-hypervisor:/run/ch/db.sock     Cloud Hypervisor's API socket
+    firecracker:/run/fc/db.sock          Firecracker's API socket
+
+A libvirt URI that cannot be listed appears as the bare `libvirt:URI`, whose backend fails to
+connect with the reason, so it shows among the unreachable VMs like a dead socket does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vmreclaim.errors import HostError
+from vmreclaim.host.backend import VmBackend
+from vmreclaim.host.fleet import discover
+from vmreclaim.host.records import VmSample
+
+if TYPE_CHECKING:
+    from vmreclaim.host.libvirt_backend import LibvirtHub
+
+CLOUD_HYPERVISOR = "cloud-hypervisor:"
+FIRECRACKER = "firecracker:"
+
+
+@dataclass(frozen=True)
+class SourceList:
+    """What the user named, by kind: sockets and globs, and libvirt URIs."""
+
+    qmp: tuple[str, ...] = ()
+    libvirt: tuple[str, ...] = ()
+    cloud_hypervisor: tuple[str, ...] = ()
+    firecracker: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.qmp or self.libvirt or self.cloud_hypervisor or self.firecracker)
+
+    def named(self) -> list[str]:
+        """The addresses of what was named literally: each must answer in a one-shot."""
+        literal = [source for source in self.qmp if discover([source]) == [source]]
+        literal += [f"libvirt:{uri}" for uri in self.libvirt]
+        literal += [
+            CLOUD_HYPERVISOR + path for path in self.cloud_hypervisor if discover([path]) == [path]
+        ]
+        literal += [FIRECRACKER + path for path in self.firecracker if discover([path]) == [path]]
+        return literal
+
+
+class _Failed:
+    """The backend of a libvirt URI that could not be listed: it fails with the reason."""
+
+    def __init__(self, address: str, error: HostError) -> None:
+        self._address = address
+        self._error = error
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def name(self) -> str:
+        return self._address
+
+    async def connect(self) -> None:
+        raise self._error
+
+    async def sample(self) -> VmSample:
+        raise self._error
+
+    async def set_balloon_target(self, guest_bytes: int) -> None:
+        raise self._error
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+class VmSources:
+    """Discovery and backends for a `SourceList`. Owns the libvirt connections: close it."""
+
+    def __init__(self, sources: SourceList, proc: Path = Path("/proc")) -> None:
+        self.sources = sources
+        self._proc = proc
+        self._libvirt_failures: dict[str, HostError] = {}
+        self._hub: LibvirtHub | None = None
+
+    def _libvirt_hub(self) -> LibvirtHub:
+        if self._hub is None:
+            from vmreclaim.host.libvirt_backend import LibvirtHub
+
+            self._hub = LibvirtHub()
+        return self._hub
+
+    async def discover(self, _sources: Sequence[str] = ()) -> list[str]:
+        """Every address to watch now. (The fleet passes its own sources; these are ours.)"""
+        addresses = discover(self.sources.qmp)
+        addresses += [CLOUD_HYPERVISOR + path for path in discover(self.sources.cloud_hypervisor)]
+        addresses += [FIRECRACKER + path for path in discover(self.sources.firecracker)]
+        if self.sources.libvirt:
+            found, failures = await self._libvirt_hub().discover(list(self.sources.libvirt))
+            self._libvirt_failures = failures
+            addresses += found
+            addresses += [f"libvirt:{uri}" for uri in failures]
+        return addresses
+
+    def backend(self, address: str) -> VmBackend:
+        if address.startswith(CLOUD_HYPERVISOR):
+            from vmreclaim.host.cloud_hypervisor import CloudHypervisorVm
+
+            return CloudHypervisorVm(address.removeprefix(CLOUD_HYPERVISOR), proc=self._proc)
+        if address.startswith(FIRECRACKER):
+            from vmreclaim.host.firecracker import FirecrackerVm
+
+            return FirecrackerVm(address.removeprefix(FIRECRACKER), proc=self._proc)
+        if address.startswith("libvirt:"):
+            from vmreclaim.host.libvirt_backend import LibvirtDomainVm, split_address
+
+            uri, name = split_address(address)
+            if name is None:
+                error = self._libvirt_failures.get(uri) or HostError(f"{uri}: not listed yet")
+                return _Failed(address, error)
+            return LibvirtDomainVm(self._libvirt_hub(), uri, name, proc=self._proc)
+        from vmreclaim.host.qemu_backend import QemuVm
+
+        return QemuVm(address, proc=self._proc)
+
+    def close(self) -> None:
+        if self._hub is not None:
+            self._hub.close()
+            self._hub = None

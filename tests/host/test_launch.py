@@ -1,0 +1,63 @@
+"""`vmreclaim host launch-options`: the right switch for each hypervisor."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from vmreclaim.cli import main
+from vmreclaim.errors import UsageError
+from vmreclaim.host.launch import launch_options
+
+
+def test_qemu_gets_free_page_reporting_on_the_balloon_and_a_qmp_socket() -> None:
+    snippet = launch_options("qemu", name="db").snippet
+    assert "-device virtio-balloon-pci,id=balloon0,free-page-reporting=on" in snippet
+    assert "-qmp unix:/run/vms/db.qmp,server=on,wait=off" in snippet
+
+
+def test_libvirt_gets_a_memballoon_element_that_parses() -> None:
+    element = ET.fromstring(launch_options("libvirt", deflate_on_oom=True).snippet)
+    assert element.tag == "memballoon"
+    assert element.attrib == {
+        "model": "virtio",
+        "autodeflate": "on",
+        "freePageReporting": "on",
+    }
+    stats = element.find("stats")
+    assert stats is not None
+    assert stats.get("period") == "1"
+    assert "next start" in launch_options("libvirt").note
+
+
+def test_cloud_hypervisor_gets_the_balloon_option() -> None:
+    snippet = launch_options("cloud-hypervisor", name="db").snippet
+    assert "--balloon size=0,deflate_on_oom=off,free_page_reporting=on" in snippet
+    assert "--api-socket path=/run/vms/db.sock" in snippet
+
+
+def test_firecracker_gets_a_put_balloon_before_boot() -> None:
+    options = launch_options("firecracker", stats_interval=2)
+    body = json.loads(options.snippet.split(" -d ", 1)[1].strip("'"))
+    assert body == {
+        "amount_mib": 0,
+        "deflate_on_oom": False,
+        "stats_polling_interval_s": 2,
+        "free_page_reporting": True,
+    }
+    assert "-X PUT http://localhost/balloon" in options.snippet
+    assert "before InstanceStart" in options.note
+
+
+def test_an_unknown_hypervisor_is_a_usage_error() -> None:
+    with pytest.raises(UsageError):
+        launch_options("xen")
+
+
+def test_the_command_prints_the_snippet_on_stdout(capsys) -> None:
+    assert main(["host", "launch-options", "--hypervisor", "cloud-hypervisor"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("--balloon size=0")
+    assert "CONFIG_PAGE_REPORTING" in err
