@@ -34,6 +34,7 @@ from vmreclaim.guest.actions import (
 from vmreclaim.guest.config import AgentConfig, describe
 from vmreclaim.guest.observe import CpuTimes, Observation, observe
 from vmreclaim.guest.policies import Decision, Policy
+from vmreclaim.guest.priority import normal_cpu_priority
 from vmreclaim.units import format_size
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,8 @@ class Agent:
             errors.append(f"reclaim failed: {err.message}")
         if decision.compact and obs.reclaim.compact_memory:
             try:
-                compaction = compact_memory(self.root, clock=self._clock, writer=self._writer)
+                with normal_cpu_priority():
+                    compaction = compact_memory(self.root, clock=self._clock, writer=self._writer)
             except VmreclaimError as err:
                 errors.append(f"compaction failed: {err.message}")
         elif decision.compact:

@@ -8,11 +8,12 @@ outside systemd is the only case where these calls matter.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -92,3 +93,33 @@ def lower_priority(
     for problem in problems:
         log.warning("%s; running at a higher priority than intended", problem)
     return PriorityReport(done_nice, done_sched, done_io, tuple(problems))
+
+
+@contextlib.contextmanager
+def normal_cpu_priority() -> Iterator[None]:
+    """Run the block as an ordinary task (SCHED_OTHER, nice 0), then go back to what we were.
+
+    Compaction runs in the context of the task that writes compact_memory, and gives up early
+    when other tasks want the CPU: under SCHED_IDLE and nice 19 it moved 6,821 pages of a
+    fragmented 512 MiB guest here, as an ordinary task 34,360 (and returned 250 MiB more to
+    the host). Needs CAP_SYS_NICE to raise the priority back, which the agent has as root;
+    without it the block runs at whatever priority we have.
+    """
+    if not hasattr(os, "sched_getscheduler"):
+        yield
+        return
+    policy = os.sched_getscheduler(0)
+    niceness = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        os.setpriority(os.PRIO_PROCESS, 0, 0)
+    except OSError as err:
+        log.debug("cannot raise the priority for compaction: %s", err)
+    try:
+        yield
+    finally:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)
+            os.sched_setscheduler(0, policy, os.sched_param(0))
+        except OSError as err:
+            log.warning("cannot go back to idle priority: %s", err)
