@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    from vmreclaim.bench import cli as bench_cli
     from vmreclaim.demo import cli as demo_cli
     from vmreclaim.guest import cli as guest_cli
     from vmreclaim.host import cli as host_cli
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab_cli.register(subparsers)
     demo_cli.register(subparsers)
     host_cli.register(subparsers)
+    bench_cli.register(subparsers)
     return parser
 
 

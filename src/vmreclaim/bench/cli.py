@@ -1,0 +1,115 @@
+"""`vmreclaim bench [--scenario NAME...] [--policy NAME...] [--out DIR] [--quick]`."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from vmreclaim.errors import UsageError
+
+_SCENARIOS = ("build-then-idle", "busy-with-cold-cache", "fragmented-free")
+_CONTENDERS = ("no-reporting", "reporting", "wsl2-dropcache", "wsl2-gradual", "adaptive")
+
+
+def _check(names: list[str] | None, known: tuple[str, ...], what: str) -> list[str]:
+    chosen = names or list(known)
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        raise UsageError(
+            f"unknown {what} {', '.join(unknown)}", hint=f"choose from {', '.join(known)}"
+        )
+    return list(dict.fromkeys(chosen))
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from vmreclaim.bench import report
+    from vmreclaim.bench.contenders import CONTENDERS
+    from vmreclaim.bench.runner import RunResult, run_one
+    from vmreclaim.bench.scenarios import SCENARIOS
+    from vmreclaim.lab.cli import guest_image
+    from vmreclaim.units import format_size, parse_size
+
+    scenarios = _check(args.scenario, _SCENARIOS, "scenario")
+    contenders = _check(args.policy, _CONTENDERS, "policy")
+    memory = parse_size(args.memory)
+    image = guest_image(args)
+    results: list[RunResult] = []
+    started = time.monotonic()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[phase]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=False) as progress:
+        for scenario_name in scenarios:
+            scenario = SCENARIOS[scenario_name](args.quick)
+            for name in contenders:
+                task = progress.add_task(
+                    f"{scenario_name} x {name}", total=scenario.seconds, phase="boot"
+                )
+
+                def show(phase: str, done: float, total: float, task: TaskID = task) -> None:
+                    progress.update(task, completed=min(done, total), total=total, phase=phase)
+
+                result = run_one(scenario, CONTENDERS[name], image, memory=memory, progress=show)
+                progress.update(task, completed=scenario.seconds, phase="done")
+                results.append(result)
+    meta = {
+        "command": "vmreclaim bench " + shlex.join(sys.argv[2:])
+        if sys.argv[1:2] == ["bench"]
+        else "vmreclaim bench",
+        "machine": f"{platform.machine()}, {_cpus()} CPUs, {format_size(_host_memory())}, "
+        f"host kernel {platform.release()}, guest {format_size(memory)} under "
+        f"{results[0].accel if results else '?'}",
+        "date": time.strftime("%Y-%m-%d"),
+        "seconds": round(time.monotonic() - started),
+        "quick": args.quick,
+    }
+    written = report.write(results, meta, args.out)
+    print(report.markdown(results, meta))
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+def _host_memory() -> int:
+    with open("/proc/meminfo") as meminfo:
+        return int(meminfo.readline().split()[1]) * 1024
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from vmreclaim.lab.cli import add_kernel_options
+
+    bench = subparsers.add_parser(
+        "bench", help="run the reclaim policies side by side on real guests and plot them"
+    )
+    bench.add_argument(
+        "--scenario",
+        action="append",
+        metavar="NAME",
+        help=f"repeatable; default all: {', '.join(_SCENARIOS)}",
+    )
+    bench.add_argument(
+        "--policy",
+        action="append",
+        metavar="NAME",
+        help=f"repeatable; default all: {', '.join(_CONTENDERS)}",
+    )
+    bench.add_argument("--out", type=Path, default=Path("bench-out"), help="default ./bench-out")
+    bench.add_argument("--quick", action="store_true", help="smaller amounts, shorter phases")
+    bench.add_argument("--memory", default="2G", help="guest RAM (default 2G)")
+    add_kernel_options(bench)
+    bench.set_defaults(handler=_bench)

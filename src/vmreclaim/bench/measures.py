@@ -1,0 +1,124 @@
+"""Pure measures over one recording. Amounts are bytes, times seconds from the recording's
+start; nothing here reads a clock or a file."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from vmreclaim.bench.recorder import NeedSample, Recording, Sample
+
+GIB = float(1 << 30)
+
+
+@dataclass(frozen=True)
+class HotSet:
+    passes: int
+    mean_pass_seconds: float
+    refaults: int
+
+
+@dataclass(frozen=True)
+class Measures:
+    rest_bytes: int
+    """Guest RAM resident on the host before the scenario started."""
+    peak_bytes: int
+    final_bytes: int
+    mean_bytes: float
+    excess_gib_s: float
+    """Guest RAM held on the host beyond what the guest needs, integrated over the run."""
+    last_phase_start_bytes: int
+    returned_50_s: float | None
+    """From the last phase's start until half of what it held above rest had gone back."""
+    returned_90_s: float | None
+    cold_returned_ratio: float | None
+    fragmented_returned_bytes: int | None
+    hot: HotSet | None
+    agent_cpu_ratio: float | None
+    """The agent's CPU time over the run's wall time, in the guest (one CPU = 1.0)."""
+
+
+def needed_at(needs: list[NeedSample], seconds: float) -> int | None:
+    """The latest known need at `seconds` (a step function), None before the first report."""
+    index = bisect.bisect_right([n.seconds for n in needs], seconds) - 1
+    return needs[index].needed_bytes if index >= 0 else None
+
+
+def excess_gib_s(samples: list[Sample], needs: list[NeedSample]) -> float:
+    """Integral of max(0, footprint - need) over time, trapezoid-free: each sample holds until
+    the next one."""
+    total = 0.0
+    for current, following in zip(samples, samples[1:]):
+        need = needed_at(needs, current.seconds)
+        if need is None:
+            continue
+        total += max(0, current.guest_ram_bytes - need) * (following.seconds - current.seconds)
+    return total / GIB
+
+
+def at(samples: list[Sample], seconds: float) -> Sample:
+    """The first sample at or after `seconds` (the last one if none)."""
+    index = bisect.bisect_left([s.seconds for s in samples], seconds)
+    return samples[min(index, len(samples) - 1)]
+
+
+def mean_over(samples: list[Sample], start: float, end: float) -> int:
+    window = [s.guest_ram_bytes for s in samples if start <= s.seconds <= end]
+    return round(sum(window) / len(window)) if window else at(samples, start).guest_ram_bytes
+
+
+def time_to_return(
+    samples: list[Sample], start: float, rest_bytes: int, fraction: float
+) -> float | None:
+    """Seconds from `start` until the footprint is down by `fraction` of what it held above
+    rest at `start`; 0 when it held nothing worth returning (under 32 MiB), None if never."""
+    held = at(samples, start).guest_ram_bytes
+    above = held - rest_bytes
+    if above < 32 << 20:
+        return 0.0
+    target = held - fraction * above
+    for sample in samples:
+        if sample.seconds >= start and sample.guest_ram_bytes <= target:
+            return sample.seconds - start
+    return None
+
+
+def phase_start(recording: Recording, name: str) -> float | None:
+    return next((start for phase, start in recording.phases if phase == name), None)
+
+
+def measure(
+    recording: Recording,
+    *,
+    cold_bytes: int = 0,
+    fragmented_bytes: int = 0,
+    hot: HotSet | None = None,
+    agent_cpu_ratio: float | None = None,
+) -> Measures:
+    samples = recording.samples
+    if len(samples) < 2 or not recording.phases:
+        raise ValueError("a recording needs samples and phases")
+    first_phase = recording.phases[0][1]
+    last_phase = recording.phases[-1][1]
+    end = samples[-1].seconds
+    rest = mean_over(samples, 0.0, first_phase)
+    final = mean_over(samples, end - 3.0, end)
+    cold_ratio = None
+    if cold_bytes:
+        cold_start = mean_over(samples, last_phase - 1.0, last_phase)
+        cold_ratio = min(1.0, max(0.0, 1 - (final - cold_start) / cold_bytes))
+    peak = max(s.guest_ram_bytes for s in samples)
+    return Measures(
+        rest_bytes=rest,
+        peak_bytes=peak,
+        final_bytes=final,
+        mean_bytes=sum(s.guest_ram_bytes for s in samples) / len(samples),
+        excess_gib_s=excess_gib_s(samples, recording.needs),
+        last_phase_start_bytes=at(samples, last_phase).guest_ram_bytes,
+        returned_50_s=time_to_return(samples, last_phase, rest, 0.5),
+        returned_90_s=time_to_return(samples, last_phase, rest, 0.9),
+        cold_returned_ratio=cold_ratio,
+        fragmented_returned_bytes=(peak - final) if fragmented_bytes else None,
+        hot=hot,
+        agent_cpu_ratio=agent_cpu_ratio,
+    )

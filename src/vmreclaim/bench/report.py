@@ -1,0 +1,195 @@
+"""The benchmark's outputs: results.json, results.md (tables and targets) and one PNG per
+scenario with the host footprint over time."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vmreclaim.bench.contenders import CONTENDERS
+from vmreclaim.bench.runner import RunResult
+from vmreclaim.units import format_size
+
+MIB = float(1 << 20)
+
+
+def to_json(results: Sequence[RunResult], meta: dict[str, Any]) -> dict[str, Any]:
+    runs = []
+    for result in results:
+        recording = result.recording
+        runs.append(
+            {
+                "scenario": result.scenario,
+                "contender": result.contender,
+                "accel": result.accel,
+                "boot_seconds": round(result.boot_seconds, 2),
+                "measures": dataclasses.asdict(result.measures),
+                "phases": [{"name": n, "start_s": round(s, 2)} for n, s in recording.phases],
+                "samples": [
+                    [round(s.seconds, 2), s.guest_ram_bytes, s.rss_bytes] for s in recording.samples
+                ],
+                "needs": [[round(n.seconds, 2), n.needed_bytes] for n in recording.needs],
+                "agent_log_tail": result.agent_log_tail,
+            }
+        )
+    return {"meta": meta, "runs": runs}
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0f} s"
+
+
+def _by(results: Sequence[RunResult], scenario: str) -> dict[str, RunResult]:
+    return {r.contender: r for r in results if r.scenario == scenario}
+
+
+def targets(results: Sequence[RunResult]) -> list[str]:
+    """Issue 5's targets, each with its verdict and the figures behind it."""
+    lines = []
+    build = _by(results, "build-then-idle")
+    if "adaptive" in build:
+        a = build["adaptive"].measures
+        t90 = a.returned_90_s
+        ok = t90 is not None and t90 <= 30
+        lines.append(
+            f"- build-then-idle: adaptive returns 90 % within 30 s of idle: "
+            f"{'met' if ok else 'MISSED'} ({_seconds(t90)})"
+        )
+        if "wsl2-gradual" in build:
+            g = build["wsl2-gradual"].measures
+            ratio = a.excess_gib_s / g.excess_gib_s if g.excess_gib_s else float("inf")
+            lines.append(
+                f"- build-then-idle: adaptive's excess is at most 1/4 of WSL2 gradual's: "
+                f"{'met' if ratio <= 0.25 else 'MISSED'} ({a.excess_gib_s:.1f} vs "
+                f"{g.excess_gib_s:.1f} GiB*s, {ratio:.2f})"
+            )
+    busy = _by(results, "busy-with-cold-cache")
+    if "adaptive" in busy:
+        a = busy["adaptive"].measures
+        cold = a.cold_returned_ratio or 0.0
+        lines.append(
+            f"- busy-with-cold-cache: adaptive returns 80 % of the cold cache while busy: "
+            f"{'met' if cold >= 0.8 else 'MISSED'} ({100 * cold:.0f} %)"
+        )
+        base = busy.get("reporting")
+        if base and base.measures.hot and a.hot and base.measures.hot.mean_pass_seconds:
+            rise = a.hot.mean_pass_seconds / base.measures.hot.mean_pass_seconds - 1
+            lines.append(
+                f"- busy-with-cold-cache: hot set re-read time rises by 5 % at most: "
+                f"{'met' if rise <= 0.05 else 'MISSED'} ({100 * rise:+.1f} % against "
+                f"reporting only; {a.hot.refaults} refaults)"
+            )
+        for name in ("wsl2-dropcache", "wsl2-gradual"):
+            if name in busy:
+                ratio = busy[name].measures.cold_returned_ratio or 0.0
+                lines.append(
+                    f"- busy-with-cold-cache: {name} returns nothing while busy: "
+                    f"{'yes' if ratio < 0.1 else 'no'} ({100 * ratio:.0f} % of the cold cache)"
+                )
+    frag = _by(results, "fragmented-free")
+    if "adaptive" in frag and "reporting" in frag:
+        a_back = frag["adaptive"].measures.fragmented_returned_bytes or 0
+        r_back = frag["reporting"].measures.fragmented_returned_bytes or 0
+        lines.append(
+            f"- fragmented-free: adaptive returns at least twice what reporting alone returns: "
+            f"{'met' if a_back >= 2 * max(r_back, 1) else 'MISSED'} "
+            f"({format_size(a_back)} vs {format_size(r_back)})"
+        )
+    return lines
+
+
+def markdown(results: Sequence[RunResult], meta: dict[str, Any]) -> str:
+    out = [f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ", ""]
+    for scenario in dict.fromkeys(r.scenario for r in results):
+        out += [
+            f"### {scenario}",
+            "",
+            "| contender | excess GiB*s | peak | final | 50 % back | 90 % back | cold back "
+            "| fragmented back | hot pass (refaults) | agent CPU |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for name, result in _by(results, scenario).items():
+            m = result.measures
+            cold = "" if m.cold_returned_ratio is None else f"{100 * m.cold_returned_ratio:.0f} %"
+            frag = (
+                ""
+                if m.fragmented_returned_bytes is None
+                else format_size(m.fragmented_returned_bytes)
+            )
+            hot = "" if m.hot is None else f"{m.hot.mean_pass_seconds:.2f} s ({m.hot.refaults})"
+            cpu = "" if m.agent_cpu_ratio is None else f"{100 * m.agent_cpu_ratio:.1f} %"
+            out.append(
+                f"| {name} | {m.excess_gib_s:.1f} | {format_size(m.peak_bytes)} "
+                f"| {format_size(m.final_bytes)} | {_seconds(m.returned_50_s)} "
+                f"| {_seconds(m.returned_90_s)} | {cold} | {frag} | {hot} | {cpu} |"
+            )
+        out.append("")
+    verdicts = targets(results)
+    if verdicts:
+        out += ["### Targets", "", *verdicts, ""]
+    return "\n".join(out)
+
+
+def plot(results: Sequence[RunResult], scenario: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = _by(results, scenario)
+    figure, axes = plt.subplots(figsize=(10, 5.5), dpi=110)
+    for name, result in runs.items():
+        samples = result.recording.samples
+        axes.plot(
+            [s.seconds for s in samples],
+            [s.guest_ram_bytes / MIB for s in samples],
+            label=CONTENDERS[name].label if name in CONTENDERS else name,
+            linewidth=1.6,
+        )
+    reference = runs.get("reporting") or next(iter(runs.values()))
+    needs = reference.recording.needs
+    if needs:
+        axes.step(
+            [n.seconds for n in needs],
+            [n.needed_bytes / MIB for n in needs],
+            where="post",
+            color="black",
+            linestyle="--",
+            linewidth=1.0,
+            label="what the guest needs (total - available)",
+        )
+    for phase, start in reference.recording.phases:
+        axes.axvline(start, color="grey", linewidth=0.8, alpha=0.6)
+        axes.annotate(
+            phase,
+            (start, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -12),
+            textcoords="offset points",
+            fontsize=8,
+            color="dimgrey",
+        )
+    axes.set_title(f"{scenario}: guest RAM resident on the host")
+    axes.set_xlabel("seconds")
+    axes.set_ylabel("MiB")
+    axes.set_ylim(bottom=0)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.93))
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def write(results: Sequence[RunResult], meta: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "results.json", out / "results.md"]
+    written[0].write_text(json.dumps(to_json(results, meta), indent=1) + "\n")
+    written[1].write_text(markdown(results, meta))
+    for scenario in dict.fromkeys(r.scenario for r in results):
+        path = out / f"{scenario}.png"
+        plot(results, scenario, path)
+        written.append(path)
+    return written

@@ -1,0 +1,129 @@
+"""One scenario under one contender on a fresh lab guest."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vmreclaim.bench.contenders import Contender
+from vmreclaim.bench.measures import HotSet, Measures, measure
+from vmreclaim.bench.recorder import Recorder, Recording
+from vmreclaim.bench.scenarios import Scenario
+from vmreclaim.errors import VmreclaimError
+from vmreclaim.lab.image import GuestImage
+from vmreclaim.lab.machine import VirtualMachine
+from vmreclaim.lab.qemu_command import MIB, MachineConfig
+
+log = logging.getLogger(__name__)
+
+# Seconds of rest recorded before the first phase: the guest's footprint at rest.
+REST_SECONDS = 4.0
+# /proc/PID/stat counts CPU time in USER_HZ ticks, 100 a second on every Linux architecture
+# that QEMU's x86 guests run.
+_USER_HZ = 100
+
+Progress = Callable[[str, float, float], None]
+"""Called with (phase, seconds into the run, the run's planned seconds)."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    scenario: str
+    contender: str
+    accel: str
+    boot_seconds: float
+    recording: Recording
+    measures: Measures
+    agent_log_tail: str
+
+
+def _sleep(seconds: float, phase: str, started: float, total: float, progress: Progress) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        progress(phase, time.monotonic() - started, total)
+        time.sleep(min(1.0, left))
+
+
+def run_one(
+    scenario: Scenario,
+    contender: Contender,
+    image: GuestImage | None,
+    *,
+    memory: int = 2048 * MIB,
+    progress: Progress = lambda phase, done, total: None,
+) -> RunResult:
+    config = MachineConfig(
+        memory=memory,
+        free_page_reporting=contender.free_page_reporting,
+        scratch_disk=2048 * MIB,
+    )
+    total = REST_SECONDS + scenario.seconds
+    progress("boot", 0.0, total)
+    with VirtualMachine(config, image) as vm:
+        agent_started = time.monotonic()
+        if contender.agent_policy is not None:
+            vm.check(
+                f"python3 -m vmreclaim guest run --policy {contender.agent_policy} "
+                "--interval 2 >/tmp/agent.log 2>&1 & echo $! >/tmp/agent.pid"
+            )
+        started = time.monotonic()
+        recorder = Recorder(vm)
+        with recorder as recording:
+            _sleep(REST_SECONDS, "rest", started, total, progress)
+            for phase in scenario.phases:
+                recorder.mark(phase.name)
+                progress(phase.name, time.monotonic() - started, total)
+                if phase.script:
+                    script = phase.script if phase.wait else f"( {phase.script} ) &"
+                    vm.check(script, timeout=900)
+                _sleep(phase.seconds, phase.name, started, total, progress)
+        hot = _hot_set(vm) if scenario.hot_bytes else None
+        agent_cpu, agent_log = _agent(vm, time.monotonic() - agent_started)
+        result = RunResult(
+            scenario=scenario.name,
+            contender=contender.name,
+            accel=vm.accel or "?",
+            boot_seconds=vm.boot_seconds or 0.0,
+            recording=recording,
+            measures=measure(
+                recording,
+                cold_bytes=scenario.cold_bytes,
+                fragmented_bytes=scenario.fragmented_bytes,
+                hot=hot,
+                agent_cpu_ratio=agent_cpu,
+            ),
+            agent_log_tail=agent_log,
+        )
+    return result
+
+
+def _hot_set(vm: VirtualMachine) -> HotSet | None:
+    done = vm.run(
+        "for i in $(seq 60); do [ -e /tmp/hot.json ] && break; sleep 1; done; cat /tmp/hot.json",
+        timeout=120,
+    )
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        log.warning("the hot set's report is missing: %s", done.stderr.decode(errors="replace"))
+        return None
+    return HotSet(int(report["passes"]), report["mean_pass_seconds"], int(report["refaults"]))
+
+
+def _agent(vm: VirtualMachine, wall_seconds: float) -> tuple[float | None, str]:
+    """The agent's CPU share over its life and the tail of its log (empty without an agent)."""
+    done = vm.run(
+        "[ -e /tmp/agent.pid ] || exit 3; pid=$(cat /tmp/agent.pid); "
+        "cut -d' ' -f14,15 /proc/$pid/stat; tail -n 40 /tmp/agent.log"
+    )
+    if done.exit_code == 3:
+        return None, ""
+    lines = done.text.splitlines()
+    try:
+        user, system = (int(field) for field in lines[0].split())
+    except (IndexError, ValueError) as err:
+        raise VmreclaimError(f"the agent is not running: {done.text[-2000:]}") from err
+    return (user + system) / _USER_HZ / wall_seconds, "\n".join(lines[1:])

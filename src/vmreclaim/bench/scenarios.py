@@ -1,0 +1,99 @@
+"""Scenarios: what the guest does, phase by phase. Each phase starts a guest script (in the
+background, so the host keeps sampling) and lasts a fixed time; the harness marks where each
+phase begins. Amounts fit a 2 GiB guest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1 << 20
+W = "python3 -m vmreclaim.workloads"
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float
+    script: str = ""
+    """Shell run at the phase's start, in the background unless `wait` is set."""
+    wait: bool = False
+    """Run the script to its end before the phase's clock starts (e.g. writing files)."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    phases: tuple[Phase, ...]
+    cold_bytes: int = 0
+    """Cache written once and never read again (busy-with-cold-cache)."""
+    hot_bytes: int = 0
+    """A file set re-read in a loop; its pass times and refaults are reported."""
+    fragmented_bytes: int = 0
+    """Free memory left in single pages (fragmented-free)."""
+
+    @property
+    def seconds(self) -> float:
+        return sum(phase.seconds for phase in self.phases)
+
+
+def build_then_idle(quick: bool) -> Scenario:
+    anon, files = (384 * MIB, 384 * MIB) if quick else (768 * MIB, 768 * MIB)
+    # WSL2 acts after 2 minutes of idle: the full run's idle phase is long enough to show it.
+    idle = 40.0 if quick else 200.0
+    return Scenario(
+        "build-then-idle",
+        "allocate and free anonymous memory, write files, then go idle",
+        (
+            Phase("build", 10.0, f"{W} alloc {anon} --hold 5 >/dev/null 2>&1", wait=True),
+            Phase("write", 5.0, f"{W} write-files /mnt/scratch/build {files}", wait=True),
+            Phase("idle", idle),
+        ),
+    )
+
+
+def busy_with_cold_cache(quick: bool) -> Scenario:
+    hot, cold = (96 * MIB, 384 * MIB) if quick else (192 * MIB, 768 * MIB)
+    seconds = 60.0 if quick else 150.0
+    busy = f"{W} busy --duty 0.05 --seconds 100000 >/dev/null 2>&1"
+    reread = (
+        f"{W} reread /mnt/scratch/hot --seconds {seconds} --pause 1 "
+        "--report /tmp/hot.json >/dev/null 2>&1"
+    )
+    return Scenario(
+        "busy-with-cold-cache",
+        "a light CPU load and a hot file set re-read in a loop, plus a large file written once",
+        (
+            Phase("prepare", 5.0, f"{W} write-files /mnt/scratch/hot {hot} && {busy} &", wait=True),
+            Phase("hot", 5.0, reread),
+            Phase("cold-write", seconds, f"{W} write-files /mnt/scratch/cold {cold}"),
+        ),
+        cold_bytes=cold,
+        hot_bytes=hot,
+    )
+
+
+def fragmented_free(quick: bool) -> Scenario:
+    size = 512 * MIB if quick else 1024 * MIB
+    seconds = 45.0 if quick else 90.0
+    return Scenario(
+        "fragmented-free",
+        "memory freed in a pattern that leaves free memory in single pages",
+        (
+            Phase(
+                "fragment",
+                seconds,
+                f"{W} fragment {size} --ready /tmp/fragmented --hold 100000 >/dev/null 2>&1 & "
+                "while [ ! -e /tmp/fragmented ]; do sleep 0.2; done",
+                wait=True,
+            ),
+        ),
+        fragmented_bytes=size // 2,
+    )
+
+
+SCENARIOS = {
+    "build-then-idle": build_then_idle,
+    "busy-with-cold-cache": busy_with_cold_cache,
+    "fragmented-free": fragmented_free,
+}
