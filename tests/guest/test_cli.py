@@ -199,3 +199,35 @@ def test_reclaim_of_the_real_system_requires_root():
 
 def test_reclaim_of_a_fake_tree_does_not_require_root(tmp_path):
     require_root(tmp_path, euid=1000)
+
+
+def test_the_bundle_is_one_file_that_runs_the_agent_without_the_package(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from vmreclaim.guest.bundle import build_bundle
+
+    bundle = tmp_path / "vmreclaim.pyz"
+    assert build_bundle(bundle) == bundle.stat().st_size
+    assert os.access(bundle, os.X_OK)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            str(bundle),
+            "guest",
+            "status",
+            "--json",
+            "--root",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert '"schema": 1' in done.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -83,3 +84,20 @@ def test_qmp_answers_for_the_balloon(vm: VirtualMachine) -> None:
 def test_the_accelerator_used_is_said(vm: VirtualMachine) -> None:
     assert vm.accel in ("kvm", "tcg")
     assert vm.boot_seconds is not None
+
+
+def test_the_one_file_bundle_runs_the_agent_in_the_guest(vm: VirtualMachine, tmp_path) -> None:
+    import base64
+
+    from vmreclaim.guest.bundle import build_bundle
+
+    bundle = tmp_path / "vmreclaim.pyz"
+    build_bundle(bundle)
+    payload = base64.b64encode(bundle.read_bytes()).decode()
+    vm.check(f"base64 -d > /root/vmreclaim.pyz <<'EOF'\n{payload}\nEOF")
+    # Without the shared package on the path: only the copied file.
+    done = vm.run("env -u PYTHONPATH python3 -S /root/vmreclaim.pyz guest status --json")
+    assert done.ok, done.stderr
+    status = json.loads(done.stdout)
+    assert status["reporting"]["path"] == "virtio-balloon"
+    assert status["reporting"]["negotiated"] is True

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
+import functools
 import json
 import os
 import signal
@@ -39,6 +39,7 @@ import vmreclaim
 from vmreclaim.lab.channel import CommandChannel
 from vmreclaim.lab.qemu_command import COMMAND_PORT, MachineConfig, kernel_command_line
 from vmreclaim.qemu.footprint import ProcessFootprint, parse_status_rss
+from vmreclaim.qemu.process import set_parent_death_signal
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (scripts/setup)")
 
@@ -65,11 +66,6 @@ def _libvirt_answers(uri: str) -> bool:
     except libvirt.libvirtError:
         return False
     return True
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +103,7 @@ def libvirtd(tmp_path_factory) -> Iterator[str]:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
+        preexec_fn=functools.partial(set_parent_death_signal, signal.SIGTERM),  # noqa: PLW1509 - prctl must run in the child
     )
     try:
         deadline = time.monotonic() + 30

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vmreclaim.bench.contenders import CONTENDERS
+from vmreclaim.bench.recorder import Recording
 from vmreclaim.bench.runner import RunResult
 from vmreclaim.units import format_size
 
@@ -161,7 +162,14 @@ def plot(results: Sequence[RunResult], scenario: str, path: Path) -> None:
             linewidth=1.0,
             label="what the guest needs (total - available)",
         )
-    for phase, start in reference.recording.phases:
+    _finish(figure, axes, reference.recording, f"{scenario}: guest RAM resident on the host", path)
+
+
+def _finish(figure: Any, axes: Any, recording: Recording, title: str, path: Path) -> None:
+    """Phase marks, labels, legend; save and close."""
+    import matplotlib.pyplot as plt
+
+    for phase, start in recording.phases:
         axes.axvline(start, color="grey", linewidth=0.8, alpha=0.6)
         axes.annotate(
             phase,
@@ -172,7 +180,7 @@ def plot(results: Sequence[RunResult], scenario: str, path: Path) -> None:
             fontsize=8,
             color="dimgrey",
         )
-    axes.set_title(f"{scenario}: guest RAM resident on the host")
+    axes.set_title(title)
     axes.set_xlabel("seconds")
     axes.set_ylabel("MiB")
     axes.set_ylim(bottom=0)
@@ -181,6 +189,34 @@ def plot(results: Sequence[RunResult], scenario: str, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
+
+
+def plot_timeline(recording: Recording, title: str, path: Path) -> None:
+    """One guest's footprint and need over time, its phases marked (the demo's picture)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(10, 5.5), dpi=110)
+    samples = recording.samples
+    axes.plot(
+        [s.seconds for s in samples],
+        [s.guest_ram_bytes / MIB for s in samples],
+        label="guest RAM resident on the host",
+        linewidth=1.6,
+    )
+    if recording.needs:
+        axes.step(
+            [n.seconds for n in recording.needs],
+            [n.needed_bytes / MIB for n in recording.needs],
+            where="post",
+            color="black",
+            linestyle="--",
+            linewidth=1.0,
+            label="what the guest needs (total - available)",
+        )
+    _finish(figure, axes, recording, title, path)
 
 
 def write(results: Sequence[RunResult], meta: dict[str, Any], out: Path) -> list[Path]:

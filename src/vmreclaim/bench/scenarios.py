@@ -42,7 +42,7 @@ def build_then_idle(quick: bool) -> Scenario:
     # so only the difference shows what free page reporting returns on its own.
     anon, files = (512 * MIB, 256 * MIB) if quick else (1024 * MIB, 512 * MIB)
     # WSL2 acts after 2 minutes of idle: the full run's idle phase is long enough to show it.
-    idle = 40.0 if quick else 200.0
+    idle = 40.0 if quick else 160.0
     return Scenario(
         "build-then-idle",
         "allocate and free anonymous memory, write files, then go idle",

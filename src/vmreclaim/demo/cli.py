@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -14,7 +15,7 @@ def _demo(args: argparse.Namespace) -> int:
     config = machine_config(args)
     if config.scratch_disk is None:
         config = machine_config(args, scratch_disk=parse_size("1G"))
-    return run_demo(config, guest_image(args), quick=args.quick)
+    return run_demo(config, guest_image(args), quick=args.quick, out=args.out)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,5 +25,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "demo", help="watch a lab guest give freed memory and page cache back to the host"
     )
     demo.add_argument("--quick", action="store_true", help="smaller amounts, shorter waits")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="where the plot goes")
     add_machine_options(demo, memory="2G")
     demo.set_defaults(handler=_demo)

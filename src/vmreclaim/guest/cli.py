@@ -73,6 +73,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     reclaim.set_defaults(handler=_reclaim)
     _register_run(commands)
 
+    bundle = commands.add_parser(
+        "bundle",
+        help="write the agent as one file to copy into a VM (python3 FILE guest run)",
+    )
+    bundle.add_argument(
+        "--out", type=Path, default=Path("vmreclaim.pyz"), help="default ./vmreclaim.pyz"
+    )
+    bundle.set_defaults(handler=_bundle)
+
 
 def _register_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser(
@@ -113,6 +122,17 @@ def require_root(root: Path, euid: int, command: str = "reclaim") -> None:
             f"`vmreclaim guest {command}` writes kernel memory knobs and must run as root",
             hint="run it with sudo, or as the systemd service",
         )
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from vmreclaim.guest.bundle import build_bundle
+
+    size = build_bundle(args.out)
+    print(
+        f"wrote {args.out} ({format_size(size)}): copy it into the VM and run "
+        f"`sudo python3 {args.out.name} guest run`"
+    )
+    return 0
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -8,7 +8,6 @@ is left running. Even a SIGKILL of the Python process takes QEMU down, through t
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import platform
@@ -39,20 +38,14 @@ from vmreclaim.lab.qemu_command import (
     qemu_argv,
 )
 from vmreclaim.qemu.footprint import Footprint, ProcessFootprint
+from vmreclaim.qemu.process import set_parent_death_signal
 from vmreclaim.qemu.qmp import QmpSession
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 # How long a KVM probe guest may take to come up before KVM is called unusable. A KVM guest
 # boots in about a second; a TCG one in about 5 s here, and the nested-KVM hang never ends.
 _KVM_PROBE_SECONDS = 20.0
-
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGKILL it when the parent thread dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _make_scratch_disk(path: Path, size: int) -> None:
@@ -169,7 +162,7 @@ class VirtualMachine:
                     stdout=None if self.config.shell else subprocess.DEVNULL,
                     stderr=qemu_log,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
+                    preexec_fn=set_parent_death_signal,  # noqa: PLW1509 - prctl must run in the child
                 )
             self._channel = CommandChannel(self._accept(listener, deadline=started + 30))
         finally:

@@ -1,6 +1,6 @@
 """The host side's own cost: poll N paused QEMUs once a second and measure our CPU time.
 
-    python -m vmreclaim.host.bench --vms 50 --seconds 30
+    python -m vmreclaim.bench.polling_cost --vms 50 --seconds 30
 
 Each QEMU is stopped at start (-S), 64 MiB, with a virtio-balloon and one QMP socket: the
 monitor answers exactly as a running VM's does, so the polling cost is the real one (guest
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import resource
@@ -29,30 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from vmreclaim.errors import MissingDependencyError, VmreclaimError
+from vmreclaim.errors import VmreclaimError
 from vmreclaim.host.fleet import Fleet
 from vmreclaim.host.hostmem import read_host_memory
 from vmreclaim.host.qemu_backend import QemuVm
+from vmreclaim.lab.qemu_command import find_qemu
+from vmreclaim.qemu.process import set_parent_death_signal
 
 log = logging.getLogger(__name__)
 
 PROCESS_NAME = "vmreclaim-bench"
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-def _qemu() -> str:
-    found = os.environ.get("VMRECLAIM_QEMU") or shutil.which("qemu-system-x86_64")
-    if not found:
-        raise MissingDependencyError(
-            "QEMU is not installed (no qemu-system-x86_64 on PATH)",
-            hint="apt-get install qemu-system-x86 (scripts/setup does)",
-        )
-    return found
 
 
 @contextlib.contextmanager
@@ -70,7 +55,7 @@ def paused_qemus(
                 f"virtio-balloon-pci,id=balloon0,free-page-reporting={'on' if reporting else 'off'}"
             )
             argv = [
-                _qemu(),
+                str(find_qemu()),
                 "-S",
                 "-name", f"bench{index:03d},process={PROCESS_NAME}",
                 "-m", str(memory_mib),
@@ -85,7 +70,7 @@ def paused_qemus(
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
+                    preexec_fn=set_parent_death_signal,  # noqa: PLW1509 - prctl must run in the child
                 )
             )
             sockets.append(socket_path)
