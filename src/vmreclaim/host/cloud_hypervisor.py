@@ -25,7 +25,6 @@ no Cloud Hypervisor binary is packaged for the project's machines.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
@@ -33,9 +32,8 @@ from typing import Any
 
 from vmreclaim.errors import HostError
 from vmreclaim.host.process import sample_footprint
-from vmreclaim.host.qemu_backend import FootprintSampler
 from vmreclaim.host.records import BalloonState, GuestStats, VmSample
-from vmreclaim.host.vmm_http import Response, UnixHttpClient, VmmApiError, guest_stats
+from vmreclaim.host.vmm_http import HttpVmm, VmmApiError, guest_stats
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +54,11 @@ def ram_bytes(config: dict[str, Any]) -> int | None:
     return total or None
 
 
-class CloudHypervisorVm:
+class CloudHypervisorVm(HttpVmm):
     """A `VmBackend` for one Cloud Hypervisor VMM."""
+
+    scheme = "cloud-hypervisor"
+    api_prefix = API
 
     def __init__(
         self,
@@ -67,27 +68,10 @@ class CloudHypervisorVm:
         timeout: float = 5.0,
         exact_footprint_every: float = 30.0,
     ) -> None:
-        self._client = UnixHttpClient(socket_path, timeout=timeout)
-        self._proc = proc
-        self._exact_footprint_every = exact_footprint_every
-        self._name = Path(socket_path).stem
-        self.pid: int | None = None
-        self._ram_bytes: int | None = None
-        self._has_balloon = False
-        self._reporting: bool | None = None
+        super().__init__(
+            socket_path, proc=proc, timeout=timeout, exact_footprint_every=exact_footprint_every
+        )
         self._stats_supported = True
-        self._footprint: FootprintSampler | None = None
-
-    @property
-    def address(self) -> str:
-        return f"cloud-hypervisor:{self._client.socket_path}"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    async def _call(self, method: str, path: str, body: object | None = None) -> Response:
-        return await asyncio.to_thread(self._client.call, method, API + path, body)
 
     async def connect(self) -> None:
         ping = (await self._call("GET", "/vmm.ping")).body
@@ -102,9 +86,7 @@ class CloudHypervisorVm:
             self._reporting = bool(balloon.get("free_page_reporting", False))
         else:
             log.warning("%s: no balloon device (--balloon); only the footprint is watched", self)
-        self._footprint = FootprintSampler(
-            self.pid, self._ram_bytes, self._proc, exact_every=self._exact_footprint_every
-        )
+        self._start_footprint()
 
     def __str__(self) -> str:
         return self._name
@@ -160,6 +142,3 @@ class CloudHypervisorVm:
             raise HostError(f"{self._name}: no balloon device to set")
         balloon = max(0, self._ram_bytes - guest_bytes)
         await self._call("PUT", "/vm.resize", {"desired_balloon": balloon})
-
-    async def close(self) -> None:
-        """Nothing to release: every call opens and closes its own connection."""

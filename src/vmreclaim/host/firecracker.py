@@ -33,9 +33,8 @@ from typing import Any
 
 from vmreclaim.errors import HostError
 from vmreclaim.host.process import sample_footprint
-from vmreclaim.host.qemu_backend import FootprintSampler
 from vmreclaim.host.records import BalloonState, GuestStats, VmSample
-from vmreclaim.host.vmm_http import Response, UnixHttpClient, VmmApiError, guest_stats
+from vmreclaim.host.vmm_http import HttpVmm, VmmApiError, guest_stats
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +42,10 @@ MIB = 1 << 20
 _BAD_REQUEST = 400
 
 
-class FirecrackerVm:
+class FirecrackerVm(HttpVmm):
     """A `VmBackend` for one Firecracker microVM."""
+
+    scheme = "firecracker"
 
     def __init__(
         self,
@@ -55,28 +56,11 @@ class FirecrackerVm:
         exact_footprint_every: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._client = UnixHttpClient(socket_path, timeout=timeout)
-        self._proc = proc
-        self._exact_footprint_every = exact_footprint_every
+        super().__init__(
+            socket_path, proc=proc, timeout=timeout, exact_footprint_every=exact_footprint_every
+        )
         self._clock = clock
-        self._name = Path(socket_path).stem
-        self.pid: int | None = None
-        self._ram_bytes: int | None = None
-        self._has_balloon = False
-        self._reporting: bool | None = None
         self._stats_enabled = False
-        self._footprint: FootprintSampler | None = None
-
-    @property
-    def address(self) -> str:
-        return f"firecracker:{self._client.socket_path}"
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    async def _call(self, method: str, path: str, body: object | None = None) -> Response:
-        return await asyncio.to_thread(self._client.call, method, path, body)
 
     async def connect(self) -> None:
         self.pid = await asyncio.to_thread(self._client.server_pid)
@@ -100,9 +84,7 @@ class FirecrackerVm:
                     "only be turned on before boot",
                     self._name,
                 )
-        self._footprint = FootprintSampler(
-            self.pid, self._ram_bytes, self._proc, exact_every=self._exact_footprint_every
-        )
+        self._start_footprint()
 
     async def _balloon_config(self) -> dict[str, Any] | None:
         try:
@@ -159,6 +141,3 @@ class FirecrackerVm:
         # Round the balloon down: the guest keeps at least what it was given.
         amount_mib = max(0, self._ram_bytes - guest_bytes) // MIB
         await self._call("PATCH", "/balloon", {"amount_mib": amount_mib})
-
-    async def close(self) -> None:
-        """Nothing to release: every call opens and closes its own connection."""

@@ -9,15 +9,16 @@ both servers close idle connections, and a poll a second does not need keep-aliv
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from vmreclaim.errors import HostError, VmUnreachableError
-from vmreclaim.host.qemu_backend import peer_pid
+from vmreclaim.host.qemu_backend import FootprintSampler, peer_pid
 from vmreclaim.host.records import GuestStats
 
 
@@ -146,3 +147,53 @@ def guest_stats(stats: Any, updated_at: float) -> GuestStats | None:
         major_faults=_byte_count(stats, "major_faults"),
         minor_faults=_byte_count(stats, "minor_faults"),
     )
+
+
+class HttpVmm:
+    """What the backends of VMMs with a REST API on a unix socket share: the client, the
+    address, the VM's name (the socket's stem until the VMM says better), its process (from
+    the socket's peer credentials) and footprint sampler, and its RAM once known."""
+
+    scheme: ClassVar[str]
+    """The address prefix, e.g. "firecracker"."""
+    api_prefix: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        socket_path: Path | str,
+        *,
+        proc: Path = Path("/proc"),
+        timeout: float = 5.0,
+        exact_footprint_every: float = 30.0,
+    ) -> None:
+        self._client = UnixHttpClient(socket_path, timeout=timeout)
+        self._proc = proc
+        self._exact_footprint_every = exact_footprint_every
+        self._name = Path(socket_path).stem
+        self.pid: int | None = None
+        self._ram_bytes: int | None = None
+        self._has_balloon = False
+        self._reporting: bool | None = None
+        self._footprint: FootprintSampler | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.scheme}:{self._client.socket_path}"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def _call(self, method: str, path: str, body: object | None = None) -> Response:
+        return await asyncio.to_thread(self._client.call, method, self.api_prefix + path, body)
+
+    def _start_footprint(self) -> None:
+        """Once the process and the RAM are known (at the end of `connect`)."""
+        if self.pid is None:
+            raise HostError(f"{self._name}: the VMM's process is not known")
+        self._footprint = FootprintSampler(
+            self.pid, self._ram_bytes, self._proc, exact_every=self._exact_footprint_every
+        )
+
+    async def close(self) -> None:
+        """Nothing to release: every call opens and closes its own connection."""
