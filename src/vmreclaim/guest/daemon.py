@@ -150,7 +150,13 @@ class Agent:
     def tick(self) -> TickReport:
         """Observe, decide, act on the decision, and log each action."""
         obs = observe(self.root, self._clock, self.page_size)
-        if self.policy.discount_own_cpu and obs.cpu is not None:
+        # The agent's own CPU time comes out of /proc/stat's busy time before any policy
+        # decides. A memory.reclaim write runs in the writer's context and counts as its system
+        # time, so the agent's own reclaim would otherwise end the idle period it started. And
+        # it holds for the WSL2 baselines too: WSL2's reclaim runs inside its C++ init at no
+        # measurable cost, while this agent is Python and in a TCG guest costs 6-8 % of a vCPU,
+        # which alone kept the guest "busy" for WSL2's 0.5 % threshold in a whole benchmark.
+        if obs.cpu is not None:
             user_s, system_s = self._own_cpu()
             obs = dataclasses.replace(
                 obs, cpu=discount_cpu(obs.cpu, user_s, system_s, self._user_hz)

@@ -341,5 +341,4 @@ ADAPTIVE: Policy[AdaptiveConfig, AdaptiveState] = Policy(
     decide=decide,
     config_type=AdaptiveConfig,
     initial_state=AdaptiveState,
-    discount_own_cpu=True,
 )

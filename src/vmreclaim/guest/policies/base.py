@@ -66,11 +66,6 @@ class Policy(Generic[ConfigT, StateT]):
     decide: Callable[[Observation, ConfigT, StateT], tuple[Decision, StateT]]
     config_type: Callable[[], ConfigT]  # the dataclass; called with no arguments: the defaults
     initial_state: Callable[[], StateT]
-    # The daemon takes its own CPU time out of /proc/stat's busy time before deciding: a
-    # memory.reclaim write runs in the writer's context and counts as its system time, so
-    # otherwise the agent's own reclaim would end the idle period it started. The WSL2 baselines
-    # keep it in, as WSL2's init does.
-    discount_own_cpu: bool = False
 
 
 def missing_parts(obs: Observation, parts: tuple[str, ...]) -> tuple[str, ...]:
