@@ -21,5 +21,6 @@ def test_quick_demo_shows_memory_leaving_the_guest(guest_image, tmp_path) -> Non
     cached = float(rows["with 384.0 MiB of page cache"])
     dropped = float(rows["after the vmreclaim agent ran"])
     assert held - freed >= 0.8 * 512
-    assert cached - dropped >= 0.8 * 384
+    # The agent keeps 128 MiB of reclaimable cache (WSL2's floor), partly this cache.
+    assert cached - dropped >= 0.6 * 384
     assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -170,7 +170,11 @@ class VirtualMachine:
         try:
             self.release = self._channel.wait_ready(boot_timeout)
         except ChannelError as err:
-            status = self._process.poll()
+            try:
+                # A guest that hung up may be a QEMU on its way out: give it a moment to say so.
+                status: int | None = self._process.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                status = None
             why = f"QEMU exited with status {status}" if status is not None else err.message
             raise BootError(
                 f"the guest did not come up under {accel}: {why}\n{self._diagnostics()}",
