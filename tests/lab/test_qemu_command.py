@@ -62,6 +62,12 @@ def test_scratch_disk_only_when_asked() -> None:
     assert any("virtio-blk" in a for a in _argv(MachineConfig(scratch_disk=64 << 20)))
 
 
+def test_instruction_counting_only_when_asked() -> None:
+    assert "-icount" not in _argv(MachineConfig())
+    argv = _argv(MachineConfig(cpus=1, icount=0))
+    assert argv[argv.index("-icount") + 1] == "shift=0,sleep=on"
+
+
 @pytest.mark.parametrize(
     "config",
     [
@@ -69,6 +75,9 @@ def test_scratch_disk_only_when_asked() -> None:
         MachineConfig(cpus=0),
         MachineConfig(accel="hvf"),
         MachineConfig(scratch_disk=1 << 20),
+        MachineConfig(cpus=1, icount=0, accel="kvm"),
+        MachineConfig(cpus=2, icount=0),
+        MachineConfig(cpus=1, icount=11),
     ],
 )
 def test_impossible_configs_are_refused(config: MachineConfig) -> None:

@@ -101,3 +101,11 @@ def test_the_one_file_bundle_runs_the_agent_in_the_guest(vm: VirtualMachine, tmp
     status = json.loads(done.stdout)
     assert status["reporting"]["path"] == "virtio-balloon"
     assert status["reporting"]["negotiated"] is True
+
+
+def test_a_guest_whose_clock_counts_instructions_boots_and_runs(guest_image) -> None:
+    # What the agent's CPU cost is measured on (vmreclaim.bench.agent_cost).
+    config = MachineConfig(memory=512 * MIB, cpus=1, icount=0)
+    with VirtualMachine(config, guest_image) as machine:
+        assert machine.accel == "tcg"
+        assert machine.check("nproc").text.strip() == "1"

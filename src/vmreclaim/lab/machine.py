@@ -115,6 +115,8 @@ class VirtualMachine:
             raise
 
     def _choose_accelerator(self, qemu: Path, image: GuestImage) -> str:
+        if self.config.icount is not None:
+            return "tcg"  # validate() refused kvm; counting instructions is TCG's alone
         stat = qemu.stat()
         key = f"{platform.release()}|{qemu}|{stat.st_size}|{stat.st_mtime_ns}|{image.key}"
 

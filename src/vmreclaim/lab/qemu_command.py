@@ -37,6 +37,10 @@ class MachineConfig:
     boot_timeout: float = 180.0
     shell: bool = False
     """Put the guest's serial console (a shell) on this terminal."""
+    icount: int | None = None
+    """TCG only: the guest's clock advances 2**icount ns per instruction (QEMU's -icount), so
+    CPU time measured inside the guest counts instructions, not how slowly TCG emulates them.
+    0 is a 1 GHz CPU retiring one instruction per cycle, slower than any host KVM would use."""
 
     def validate(self) -> None:
         if self.memory < 128 * MIB:
@@ -49,6 +53,14 @@ class MachineConfig:
             raise UsageError("the scratch disk must be at least 16M (ext4 needs room)")
         if self.accel not in ACCELERATORS:
             raise UsageError(f"unknown accelerator {self.accel!r}", hint="use auto, kvm or tcg")
+        if self.icount is not None:
+            if self.accel == "kvm":
+                raise UsageError("instruction counting needs TCG", hint="use --accel tcg")
+            if not 0 <= self.icount <= 10:
+                raise UsageError(f"icount shift {self.icount} is out of range", hint="use 0-10")
+            if self.cpus != 1:
+                # Seen here: with -smp 2 the guest hangs bringing up its second CPU.
+                raise UsageError("instruction counting needs a single vCPU", hint="use 1 vCPU")
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,9 @@ def qemu_argv(
         "-qmp", f"unix:{files.qmp_socket},server=on,wait=off",
     ]
     # fmt: on
+    if config.icount is not None:
+        # sleep=on: while the guest idles its clock follows the host's, as without icount.
+        argv += ["-icount", f"shift={config.icount},sleep=on"]
     if config.scratch_disk is not None:
         argv += [
             "-drive",
