@@ -7,8 +7,12 @@ import bisect
 from dataclasses import dataclass
 
 from vmreclaim.bench.recorder import NeedSample, Recording, Sample
+from vmreclaim.guest.policies.gradual import GradualConfig
 
 GIB = float(1 << 30)
+# Reclaimable cache a guest keeps for libc, the shell and the agent: WSL2 gradual's floor, which
+# adaptive keeps too. What the host holds above rest plus this is what a policy should return.
+KEPT_CACHE_BYTES = GradualConfig().floor_bytes
 
 
 @dataclass(frozen=True)
@@ -28,8 +32,10 @@ class Measures:
     excess_gib_s: float
     """Guest RAM held on the host beyond what the guest needs, integrated over the run."""
     last_phase_start_bytes: int
+    reclaimable_bytes: int
+    """What the host held at the last phase's start above rest plus KEPT_CACHE_BYTES."""
     returned_50_s: float | None
-    """From the last phase's start until half of what it held above rest had gone back."""
+    """From the last phase's start until half of reclaimable_bytes had gone back."""
     returned_90_s: float | None
     cold_returned_ratio: float | None
     fragmented_returned_bytes: int | None
@@ -68,12 +74,13 @@ def mean_over(samples: list[Sample], start: float, end: float) -> int:
 
 
 def time_to_return(
-    samples: list[Sample], start: float, rest_bytes: int, fraction: float
+    samples: list[Sample], start: float, kept_bytes: int, fraction: float
 ) -> float | None:
     """Seconds from `start` until the footprint is down by `fraction` of what it held above
-    rest at `start`; 0 when it held nothing worth returning (under 32 MiB), None if never."""
+    `kept_bytes` at `start`; 0 when that was under 32 MiB (nothing worth returning), None if
+    never."""
     held = at(samples, start).guest_ram_bytes
-    above = held - rest_bytes
+    above = held - kept_bytes
     if above < 32 << 20:
         return 0.0
     target = held - fraction * above
@@ -108,15 +115,18 @@ def measure(
         cold_start = mean_over(samples, last_phase - 1.0, last_phase)
         cold_ratio = min(1.0, max(0.0, 1 - (final - cold_start) / cold_bytes))
     peak = max(s.guest_ram_bytes for s in samples)
+    kept = rest + KEPT_CACHE_BYTES
+    last_start = at(samples, last_phase).guest_ram_bytes
     return Measures(
         rest_bytes=rest,
         peak_bytes=peak,
         final_bytes=final,
         mean_bytes=sum(s.guest_ram_bytes for s in samples) / len(samples),
         excess_gib_s=excess_gib_s(samples, recording.needs),
-        last_phase_start_bytes=at(samples, last_phase).guest_ram_bytes,
-        returned_50_s=time_to_return(samples, last_phase, rest, 0.5),
-        returned_90_s=time_to_return(samples, last_phase, rest, 0.9),
+        last_phase_start_bytes=last_start,
+        reclaimable_bytes=max(0, last_start - kept),
+        returned_50_s=time_to_return(samples, last_phase, kept, 0.5),
+        returned_90_s=time_to_return(samples, last_phase, kept, 0.9),
         cold_returned_ratio=cold_ratio,
         fragmented_returned_bytes=(peak - final) if fragmented_bytes else None,
         hot=hot,

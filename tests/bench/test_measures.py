@@ -1,0 +1,67 @@
+"""The benchmark's measures on hand-made recordings."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmreclaim.bench.measures import KEPT_CACHE_BYTES, excess_gib_s, measure, time_to_return
+from vmreclaim.bench.recorder import NeedSample, Recording, Sample
+
+MIB = 1 << 20
+
+
+def _samples(points: list[tuple[float, int]]) -> list[Sample]:
+    return [Sample(seconds, mib * MIB, mib * MIB) for seconds, mib in points]
+
+
+def test_excess_integrates_what_is_held_above_the_need() -> None:
+    samples = _samples([(0, 1024), (10, 512), (20, 512)])
+    needs = [NeedSample(0, 512 * MIB)]
+    # 512 MiB above the need for 10 s, then nothing.
+    assert excess_gib_s(samples, needs) == pytest.approx(5.0)
+
+
+def test_excess_ignores_time_before_the_first_need_and_never_goes_negative() -> None:
+    samples = _samples([(0, 1024), (10, 256), (20, 256)])
+    needs = [NeedSample(10, 512 * MIB)]
+    assert excess_gib_s(samples, needs) == 0.0
+
+
+def test_time_to_return_counts_from_the_start_down_to_the_share_above_what_is_kept() -> None:
+    samples = _samples([(0, 1000), (10, 1000), (15, 600), (20, 300), (30, 200)])
+    kept = 200 * MIB
+    # Above the kept level at 10 s: 800 MiB; half is back at 600, 90 % at 280.
+    assert time_to_return(samples, 10, kept, 0.5) == 5
+    assert time_to_return(samples, 10, kept, 0.9) == 20
+    assert time_to_return(samples, 10, 100 * MIB, 0.9) is None
+    assert time_to_return(samples, 30, kept, 0.9) == 0.0  # nothing above: nothing to return
+
+
+def test_reclaimable_leaves_out_rest_and_the_kept_cache_floor() -> None:
+    rest = 200
+    held = rest + 128 + 600
+    recording = Recording(
+        samples=_samples([(0, rest), (5, rest), (10, held), (20, held), (30, rest + 150)]),
+        needs=[NeedSample(0, rest * MIB)],
+        phases=[("build", 5.0), ("idle", 20.0)],
+    )
+    m = measure(recording)
+    assert m.rest_bytes == rest * MIB
+    assert m.reclaimable_bytes == held * MIB - rest * MIB - KEPT_CACHE_BYTES
+    # At 30 s it holds 22 MiB above rest + floor: more than 90 % of 600 MiB is back.
+    assert m.returned_90_s == 10
+    assert m.final_bytes == (rest + 150) * MIB
+
+
+def test_cold_cache_returned_is_a_share_of_what_was_written() -> None:
+    recording = Recording(
+        samples=_samples([(0, 200), (9, 200), (10, 200), (40, 300)]),
+        phases=[("hot", 1.0), ("cold-write", 10.0)],
+    )
+    # 400 MiB written, the footprint rose by 100 MiB: 75 % went back.
+    assert measure(recording, cold_bytes=400 * MIB).cold_returned_ratio == pytest.approx(0.75)
+
+
+def test_a_recording_without_phases_is_refused() -> None:
+    with pytest.raises(ValueError, match="phases"):
+        measure(Recording(samples=_samples([(0, 1), (1, 1)])))
