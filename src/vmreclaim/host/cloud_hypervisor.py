@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from vmreclaim.errors import HostError
-from vmreclaim.host.process import sample_footprint
 from vmreclaim.host.records import BalloonState, GuestStats, VmSample
 from vmreclaim.host.vmm_http import HttpVmm, VmmApiError, guest_stats
 
@@ -128,17 +127,8 @@ class CloudHypervisorVm(HttpVmm):
                 updated_ms = stats.get("last_update")
                 updated = updated_ms / 1000 if isinstance(updated_ms, int) else time.time()
                 guest = guest_stats(stats.get("stats"), updated)
-        return VmSample(
-            name=self._name,
-            address=self.address,
-            pid=self.pid,
-            footprint=sample_footprint(self._footprint, self._name, self.pid),
-            balloon=balloon,
-            guest=guest,
-        )
+        return self._sample(balloon, guest)
 
     async def set_balloon_target(self, guest_bytes: int) -> None:
-        if self._ram_bytes is None or not self._has_balloon:
-            raise HostError(f"{self._name}: no balloon device to set")
-        balloon = max(0, self._ram_bytes - guest_bytes)
+        balloon = self._balloon_bytes(guest_bytes)
         await self._call("PUT", "/vm.resize", {"desired_balloon": balloon})

@@ -31,8 +31,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vmreclaim.errors import HostError
-from vmreclaim.host.process import sample_footprint
 from vmreclaim.host.records import BalloonState, GuestStats, VmSample
 from vmreclaim.host.vmm_http import HttpVmm, VmmApiError, guest_stats
 
@@ -126,18 +124,9 @@ class FirecrackerVm(HttpVmm):
             )
         else:
             await self._call("GET", "/")  # the liveness check
-        return VmSample(
-            name=self._name,
-            address=self.address,
-            pid=self.pid,
-            footprint=sample_footprint(self._footprint, self._name, self.pid),
-            balloon=balloon,
-            guest=guest,
-        )
+        return self._sample(balloon, guest)
 
     async def set_balloon_target(self, guest_bytes: int) -> None:
-        if self._ram_bytes is None or not self._has_balloon:
-            raise HostError(f"{self._name}: no balloon device to set")
         # Round the balloon down: the guest keeps at least what it was given.
-        amount_mib = max(0, self._ram_bytes - guest_bytes) // MIB
+        amount_mib = self._balloon_bytes(guest_bytes) // MIB
         await self._call("PATCH", "/balloon", {"amount_mib": amount_mib})

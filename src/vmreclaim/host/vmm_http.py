@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vmreclaim.errors import HostError, VmUnreachableError
+from vmreclaim.host.process import sample_footprint
 from vmreclaim.host.qemu_backend import FootprintSampler, peer_pid
-from vmreclaim.host.records import GuestStats
+from vmreclaim.host.records import BalloonState, GuestStats, VmSample
 
 
 class VmmApiError(HostError):
@@ -194,6 +195,23 @@ class HttpVmm:
         self._footprint = FootprintSampler(
             self.pid, self._ram_bytes, self._proc, exact_every=self._exact_footprint_every
         )
+
+    def _sample(self, balloon: BalloonState | None, guest: GuestStats | None) -> VmSample:
+        """This VM's sample around what its API said, with the footprint read now."""
+        return VmSample(
+            name=self._name,
+            address=self.address,
+            pid=self.pid,
+            footprint=sample_footprint(self._footprint, self._name, self.pid),
+            balloon=balloon,
+            guest=guest,
+        )
+
+    def _balloon_bytes(self, guest_bytes: int) -> int:
+        """The balloon size that leaves the guest `guest_bytes`, or why there is none."""
+        if self._ram_bytes is None or not self._has_balloon:
+            raise HostError(f"{self._name}: no balloon device to set")
+        return max(0, self._ram_bytes - guest_bytes)
 
     async def close(self) -> None:
         """Nothing to release: every call opens and closes its own connection."""
