@@ -19,23 +19,12 @@ from vmreclaim.guest.policies.base import (
     missing_parts,
     no_action,
 )
-from vmreclaim.guest.policies.wsl2_idle import (
-    WSL2_IDLE_BUSY_RATIO,
-    WSL2_IDLE_WINDOW_S,
-    WSL2_SAMPLE_INTERVAL_S,
-    IdleState,
-    advance_idle,
-)
+from vmreclaim.guest.policies.wsl2_idle import IdleState, Wsl2IdleConfig, advance_idle
 
 
 @dataclass(frozen=True)
-class DropcacheConfig:
-    # Seconds between /proc/stat samples (WSL2: 10 s, whatever the daemon's tick).
-    sample_interval_s: float = WSL2_SAMPLE_INTERVAL_S
-    # Largest busy share of CPU time for an idle interval (WSL2: 0.5 %).
-    idle_busy_ratio: float = WSL2_IDLE_BUSY_RATIO
-    # Idle time before dropping caches (WSL2: 2 minutes; older releases 10 minutes).
-    idle_window_s: float = WSL2_IDLE_WINDOW_S
+class DropcacheConfig(Wsl2IdleConfig):
+    """WSL2's idle detector settings; dropping caches has none of its own."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +39,7 @@ def decide(
     missing = missing_parts(obs, CPU_PARTS)
     if missing:
         return no_action(incomplete_reason(missing)), state
-    tick, idle = advance_idle(obs, state.idle, config.sample_interval_s, config.idle_busy_ratio)
+    tick, idle = advance_idle(obs, state.idle, config)
     if tick.busy:
         # A busy interval ends the idle period: the next one drops again.
         return no_action("busy: waiting for a full idle window"), DropcacheState(idle, False)

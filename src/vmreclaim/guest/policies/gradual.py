@@ -24,24 +24,14 @@ from vmreclaim.guest.policies.base import (
     missing_parts,
     no_action,
 )
-from vmreclaim.guest.policies.wsl2_idle import (
-    WSL2_IDLE_BUSY_RATIO,
-    WSL2_IDLE_WINDOW_S,
-    WSL2_SAMPLE_INTERVAL_S,
-    IdleState,
-    advance_idle,
-)
+from vmreclaim.guest.policies.wsl2_idle import IdleState, Wsl2IdleConfig, advance_idle
 from vmreclaim.units import format_size
 
 
 @dataclass(frozen=True)
-class GradualConfig:
-    # Seconds between /proc/stat samples and reclaim steps (WSL2: 10 s).
-    sample_interval_s: float = WSL2_SAMPLE_INTERVAL_S
-    # Largest busy share of CPU time for an idle interval (WSL2: 0.5 %).
-    idle_busy_ratio: float = WSL2_IDLE_BUSY_RATIO
-    # Idle time before the first step (WSL2 2026: 2 minutes).
-    idle_window_s: float = WSL2_IDLE_WINDOW_S
+class GradualConfig(Wsl2IdleConfig):
+    """WSL2's idle detector settings (reclaim steps follow its 10 s samples), then these."""
+
     # Reclaimable cache left alone (WSL2: 128 MiB).
     floor_bytes: int = 128 << 20
     # Step = MemTotal * step_total_ratio, clamped to [min_step_bytes, max_step_bytes]
@@ -95,7 +85,7 @@ def decide(
     missing = missing_parts(obs, CPU_PARTS + CACHE_PARTS)
     if missing:
         return no_action(incomplete_reason(missing)), state
-    tick, idle = advance_idle(obs, state.idle, config.sample_interval_s, config.idle_busy_ratio)
+    tick, idle = advance_idle(obs, state.idle, config)
     if tick.busy:
         return no_action("busy: waiting for a full idle window"), GradualState(idle, False)
     if not tick.sampled:

@@ -26,6 +26,18 @@ SAMPLE_SLACK_S = 0.5
 
 
 @dataclass(frozen=True)
+class Wsl2IdleConfig:
+    """The idle detector's settings, which both WSL2 baselines' configs begin with."""
+
+    # Seconds between /proc/stat samples (WSL2: 10 s, whatever the daemon's tick).
+    sample_interval_s: float = WSL2_SAMPLE_INTERVAL_S
+    # Largest busy share of CPU time for an idle interval (WSL2: 0.5 %).
+    idle_busy_ratio: float = WSL2_IDLE_BUSY_RATIO
+    # Idle time before reclaim (WSL2 2026: 2 minutes; older releases 10 minutes).
+    idle_window_s: float = WSL2_IDLE_WINDOW_S
+
+
+@dataclass(frozen=True)
 class IdleState:
     """The last 10 s sample and how long the guest has been idle since."""
 
@@ -46,9 +58,10 @@ class IdleTick:
 
 
 def advance_idle(
-    obs: Observation, state: IdleState, sample_interval_s: float, idle_busy_ratio: float
+    obs: Observation, state: IdleState, config: Wsl2IdleConfig
 ) -> tuple[IdleTick, IdleState]:
-    """Take a sample when `sample_interval_s` has passed since the last; track the idle run.
+    """Take a sample when `config.sample_interval_s` has passed since the last; track the idle
+    run.
 
     Needs obs.cpu (the caller checks completeness first).
     """
@@ -60,7 +73,7 @@ def advance_idle(
     )
     if state.sampled_at is None:
         return IdleTick(False, False, None, 0.0), dataclasses.replace(fresh, idle_since=None)
-    if now - state.sampled_at < sample_interval_s - SAMPLE_SLACK_S:
+    if now - state.sampled_at < config.sample_interval_s - SAMPLE_SLACK_S:
         idle_for = 0.0 if state.idle_since is None else now - state.idle_since
         return IdleTick(False, False, None, idle_for), state
     busy = cpu.busy_jiffies - state.busy_jiffies
@@ -69,7 +82,7 @@ def advance_idle(
         # Counters went backwards or did not move: no verdict on this interval; start over.
         return IdleTick(False, True, None, 0.0), dataclasses.replace(fresh, idle_since=None)
     ratio = busy / total
-    if ratio > idle_busy_ratio:
+    if ratio > config.idle_busy_ratio:
         return IdleTick(True, True, ratio, 0.0), dataclasses.replace(fresh, idle_since=None)
     # The idle run starts at the beginning of its first idle interval: the previous sample.
     idle_since = state.sampled_at if state.idle_since is None else state.idle_since
