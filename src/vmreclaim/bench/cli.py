@@ -61,6 +61,13 @@ def _bench(args: argparse.Namespace) -> int:
                 result = run_one(scenario, CONTENDERS[name], image, memory=memory, progress=show)
                 progress.update(task, completed=scenario.seconds, phase="done")
                 results.append(result)
+                # Also the only progress a log gets (rich draws no bars off a terminal).
+                m = result.measures
+                progress.console.print(
+                    f"{scenario_name} x {name}: final {format_size(m.final_bytes)}, "
+                    f"excess {m.excess_gib_s:.1f} GiB*s ({time.monotonic() - started:.0f} s in)",
+                    highlight=False,
+                )
     meta = {
         "command": "vmreclaim bench " + shlex.join(sys.argv[2:])
         if sys.argv[1:2] == ["bench"]
