@@ -19,6 +19,7 @@ KEPT_CACHE_BYTES = GradualConfig().floor_bytes
 class HotSet:
     passes: int
     mean_pass_seconds: float
+    median_pass_seconds: float
     refaults: int
 
 

@@ -110,7 +110,12 @@ def _hot_set(vm: VirtualMachine) -> HotSet | None:
     except ValueError:
         log.warning("the hot set's report is missing: %s", done.stderr.decode(errors="replace"))
         return None
-    return HotSet(int(report["passes"]), report["mean_pass_seconds"], int(report["refaults"]))
+    return HotSet(
+        int(report["passes"]),
+        report["mean_pass_seconds"],
+        report["median_pass_seconds"],
+        int(report["refaults"]),
+    )
 
 
 def _agent(vm: VirtualMachine, wall_seconds: float) -> tuple[float | None, str]:
