@@ -49,6 +49,18 @@ def test_busy_steps_are_at_most_one_256_mib_write(sim):
     assert max(steps) == 256 * MIB
 
 
+def test_busy_cache_written_while_it_watches_waits_its_minimum_age(sim):
+    sim.set_cache(inactive=0)
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(10, busy_ratio=BUSY)
+    sim.set_cache(inactive=400 * MIB)  # a file set written now, maybe about to be re-read
+    young = driver.run(18)
+    assert all(d.reclaim_bytes == 0 for _, d in young)
+    assert "400.0 MiB newer than 20 s waits" in young[-1][1].reason
+    driver.run(30)
+    assert sim.memory["Inactive(file)"] < 0.5 * 400 * MIB  # then it goes like any cold cache
+
+
 def test_busy_the_tail_goes_in_min_steps_not_crumbs(sim):
     steps = [
         d.reclaim_bytes for _, d in acting(PolicyDriver(sim, ADAPTIVE).run(120, busy_ratio=BUSY))

@@ -15,9 +15,14 @@ Control law, once per tick (dt seconds since the previous one):
    floor by what refaulted plus a margin, and skip this tick. Without PSI this is the only
    back-off, and reasons say so.
 4. Busy: the cold candidates are the inactive file list (memory.reclaim takes inactive pages
-   first), above the floor. Reclaim the share 1 - exp(-dt / busy_time_constant_s) of them, so the
-   cold set decays exponentially (tau 20 s: ~86 % gone in 40 s, 95 % in 60 s), at least
-   min_step_bytes (the tail does not linger) and at most one 256 MiB memory.reclaim write.
+   first), above the floor, as it has stood for busy_min_age_s: its lowest size over that span.
+   Cache written since then is not yet known to be cold (a file set just written and about to
+   be read again sits on the inactive list until its second read; seen here: taking it cost
+   7,180 refaults of a 192 MiB hot set), as in DAMON's and far memory's minimum age. Cache that
+   was there before the agent started counts as old. Reclaim the share
+   1 - exp(-dt / busy_time_constant_s) of them, so the cold set decays exponentially (tau 20 s:
+   ~86 % gone in 40 s, 95 % in 60 s), at least min_step_bytes (the tail does not linger) and at
+   most one 256 MiB memory.reclaim write.
 5. Idle (<= 0.5 % busy over a sliding 15 s window, not WSL2's 2 minutes): reclaim everything
    above the floor, at most idle_max_step_bytes (WSL2 gradual's largest step) per tick.
 6. Steps under min_step_bytes are not worth a write (oVirt MoM ignores small changes), reclaims
@@ -35,7 +40,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from vmreclaim.guest.actions import MAX_RECLAIM_WRITE_BYTES, plan_reclaim
 from vmreclaim.guest.observe import Observation
@@ -64,6 +69,9 @@ class AdaptiveConfig:
     floor_decay_ratio_per_min: float = 0.05
     # Busy: cold cache above the floor decays with this time constant (see step 4 above).
     busy_time_constant_s: float = 20.0
+    # Busy: inactive cache is a candidate once it has been there this long (step 4). Long
+    # enough for a file set that is being re-read to be read twice and leave the list.
+    busy_min_age_s: float = 20.0
     # Busy: largest reclaim per tick, one bounded memory.reclaim write (actions' write bound).
     busy_max_step_bytes: int = MAX_RECLAIM_WRITE_BYTES
     # Idle: CPU busy share at most this over idle_window_s (WSL2's 0.5 % threshold).
@@ -126,6 +134,8 @@ class Counters(NamedTuple):
 class AdaptiveState:
     last: Counters | None = None
     cpu_window: tuple[CpuPoint, ...] = ()  # samples covering the last idle_window_s
+    # (timestamp, Inactive(file) bytes) covering the last busy_min_age_s
+    inactive_window: tuple[tuple[float, int], ...] = ()
     floor_bytes: int | None = None  # None: min_floor_bytes
     paused_until: float | None = None
     last_reclaim_at: float | None = None
@@ -138,12 +148,16 @@ class AdaptiveState:
     idle_reclaimed: bool = False  # reclaimed in this idle period (unbounded reclaim: only once)
 
 
-def _slide(window: tuple[CpuPoint, ...], point: CpuPoint, span_s: float) -> tuple[CpuPoint, ...]:
-    """Append `point`; drop samples older than needed to cover `span_s` back from it."""
-    points = [p for p in window if p.timestamp < point.timestamp] + [point]
+_Point = TypeVar("_Point", CpuPoint, tuple[float, int])
+
+
+def _slide(window: tuple[_Point, ...], point: _Point, span_s: float) -> tuple[_Point, ...]:
+    """Append `point`; drop samples older than needed to cover `span_s` back from it. A
+    sample's first field is its timestamp."""
+    points = [p for p in window if p[0] < point[0]] + [point]
     start = 0
     for index, p in enumerate(points):
-        if point.timestamp - p.timestamp >= span_s:
+        if point[0] - p[0] >= span_s:
             start = index  # the newest sample still at least span_s old
     return tuple(points[start:])
 
@@ -223,13 +237,19 @@ def _reclaim_step(  # noqa: PLR0911 - one return per case of the law, each with 
     if idle:
         step = min(above, config.idle_max_step_bytes)
         return step, f"{cpu}: {fmt(above)} reclaimable above the {fmt(floor)} floor"
-    cold = min(inactive, above)
+    # The inactive list as it has stood for busy_min_age_s; what came since is too young.
+    settled = min(size for _, size in state.inactive_window) if state.inactive_window else 0
+    young = inactive - settled
+    waits = f" ({fmt(young)} newer than {config.busy_min_age_s:.0f} s waits)" if young > 0 else ""
+    cold = min(settled, above)
     if cold < config.min_step_bytes:
-        return 0, f"{cpu}: {fmt(cold)} inactive cache above the {fmt(floor)} floor, too little"
+        return 0, (
+            f"{cpu}: {fmt(cold)} inactive cache above the {fmt(floor)} floor, too little{waits}"
+        )
     # Exponential decay of the cold set: this tick's share of it, clamped to the bounds.
     share = 1 - math.exp(-activity.dt / config.busy_time_constant_s)
     step = min(max(int(cold * share), config.min_step_bytes), config.busy_max_step_bytes, cold)
-    return step, f"{cpu}: {fmt(cold)} inactive cache above the {fmt(floor)} floor"
+    return step, f"{cpu}: {fmt(cold)} inactive cache above the {fmt(floor)} floor{waits}"
 
 
 def _back_off(
@@ -283,8 +303,15 @@ def decide(
     counters = Counters(now, None if pressure is None else pressure.some.total_us, refault_pages)
     point = CpuPoint(now, obs.cpu.busy_jiffies, obs.cpu.total_jiffies)
     window = _slide(state.cpu_window, point, config.idle_window_s)
+    inactive_bytes = obs.memory.inactive_file_bytes
+    assert inactive_bytes is not None
+    # Until busy_min_age_s has passed the first sample stays in the window: cache the agent
+    # found when it started counts as old.
+    inactive_window = _slide(state.inactive_window, (now, inactive_bytes), config.busy_min_age_s)
     last = state.last
-    state = dataclasses.replace(state, last=counters, cpu_window=window)
+    state = dataclasses.replace(
+        state, last=counters, cpu_window=window, inactive_window=inactive_window
+    )
     if last is None or now <= last.timestamp:
         return no_action("first sample: measuring"), state
     dt = now - last.timestamp
