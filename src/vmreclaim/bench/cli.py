@@ -58,7 +58,14 @@ def _bench(args: argparse.Namespace) -> int:
                 def show(phase: str, done: float, total: float, task: TaskID = task) -> None:
                     progress.update(task, completed=min(done, total), total=total, phase=phase)
 
-                result = run_one(scenario, CONTENDERS[name], image, memory=memory, progress=show)
+                result = run_one(
+                    scenario,
+                    CONTENDERS[name],
+                    image,
+                    memory=memory,
+                    icount=args.icount,
+                    progress=show,
+                )
                 progress.update(task, completed=scenario.seconds, phase="done")
                 results.append(result)
                 # Also the only progress a log gets (rich draws no bars off a terminal).
@@ -74,10 +81,12 @@ def _bench(args: argparse.Namespace) -> int:
         else "vmreclaim bench",
         "machine": f"{platform.machine()}, {_cpus()} CPUs, {format_size(_host_memory())}, "
         f"host kernel {platform.release()}, guest {format_size(memory)} under "
-        f"{results[0].accel if results else '?'}",
+        f"{results[0].accel if results else '?'}"
+        + ("" if args.icount is None else f" with one vCPU, -icount shift={args.icount}"),
         "date": time.strftime("%Y-%m-%d"),
         "seconds": round(time.monotonic() - started),
         "quick": args.quick,
+        "icount": args.icount,
     }
     written = report.write(results, meta, args.out)
     print(report.markdown(results, meta))
@@ -118,5 +127,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     bench.add_argument("--out", type=Path, default=Path("bench-out"), help="default ./bench-out")
     bench.add_argument("--quick", action="store_true", help="smaller amounts, shorter phases")
     bench.add_argument("--memory", default="2G", help="guest RAM (default 2G)")
+    bench.add_argument(
+        "--icount",
+        type=int,
+        metavar="SHIFT",
+        help="TCG with one vCPU whose clock counts 2**SHIFT ns per instruction: CPU shares in "
+        "the guest (idle detection) as on hardware, not inflated by emulation",
+    )
     add_kernel_options(bench)
     bench.set_defaults(handler=_bench)

@@ -53,12 +53,18 @@ def run_one(
     image: GuestImage | None,
     *,
     memory: int = 2048 * MIB,
+    icount: int | None = None,
     progress: Progress = lambda phase, done, total: None,
 ) -> RunResult:
+    """`icount`: run the guest with one vCPU whose clock counts instructions (see
+    MachineConfig.icount), so that CPU shares inside, which idle detectors read, are those of
+    a real CPU rather than of TCG's emulation."""
     config = MachineConfig(
         memory=memory,
+        cpus=2 if icount is None else 1,
         free_page_reporting=contender.free_page_reporting,
         scratch_disk=2048 * MIB,
+        icount=icount,
     )
     total = REST_SECONDS + scenario.seconds
     progress("boot", 0.0, total)
