@@ -17,9 +17,12 @@ Control law, once per tick (dt seconds since the previous one):
 4. Busy: the cold candidates are the inactive file list (memory.reclaim takes inactive pages
    first), above the floor, as it has stood for busy_min_age_s: its lowest size over that span.
    Cache written since then is not yet known to be cold (a file set just written and about to
-   be read again sits on the inactive list until its second read; seen here: taking it cost
-   7,180 refaults of a 192 MiB hot set), as in DAMON's and far memory's minimum age. Cache that
-   was there before the agent started counts as old. Reclaim the share
+   be read again sits on the inactive list until its second read), as in DAMON's and far
+   memory's minimum age. Cache that was there before the agent started counts as old. This
+   counts pages, not which pages: memory.reclaim still takes the list's oldest, and those may
+   be young files when older inactive pages are mapped ones the kernel keeps (seen in the
+   benchmark: a hot set written just after boot lost 31 MiB to the first two steps, then the
+   refault feedback raised the floor and it lost nothing more). Reclaim the share
    1 - exp(-dt / busy_time_constant_s) of them, so the cold set decays exponentially (tau 20 s:
    ~86 % gone in 40 s, 95 % in 60 s), at least min_step_bytes (the tail does not linger) and at
    most one 256 MiB memory.reclaim write.
