@@ -21,8 +21,9 @@ Control law, once per tick (dt seconds since the previous one):
    memory's minimum age. Cache that was there before the agent started counts as old. This
    counts pages, not which pages: memory.reclaim still takes the list's oldest, and those may
    be young files when older inactive pages are mapped ones the kernel keeps (seen in the
-   benchmark: a hot set written just after boot lost 31 MiB to the first two steps, then the
-   refault feedback raised the floor and it lost nothing more). Reclaim the share
+   benchmark: the first two steps, while a hot set was being written just after boot, took
+   31 MiB, about all of the 27 MiB of refaults the run counted; the refault feedback then
+   raised the floor). Reclaim the share
    1 - exp(-dt / busy_time_constant_s) of them, so the cold set decays exponentially (tau 20 s:
    ~86 % gone in 40 s, 95 % in 60 s), at least min_step_bytes (the tail does not linger) and at
    most one 256 MiB memory.reclaim write.
