@@ -33,10 +33,14 @@ def to_json(results: Sequence[RunResult], meta: dict[str, Any]) -> dict[str, Any
                     [round(s.seconds, 2), s.guest_ram_bytes, s.rss_bytes] for s in recording.samples
                 ],
                 "needs": [[round(n.seconds, 2), n.needed_bytes] for n in recording.needs],
-                "agent_log_tail": result.agent_log_tail,
+                "agent_log": _log_name(result) if result.agent_log else None,
             }
         )
     return {"meta": meta, "runs": runs}
+
+
+def _log_name(result: RunResult) -> str:
+    return f"agent-logs/{result.scenario}.{result.contender}.log"
 
 
 def _seconds(value: float | None) -> str:
@@ -234,4 +238,10 @@ def write(results: Sequence[RunResult], meta: dict[str, Any], out: Path) -> list
         path = out / f"{scenario}.png"
         plot(results, scenario, path)
         written.append(path)
+    for result in results:
+        if result.agent_log:
+            path = out / _log_name(result)
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(result.agent_log)
+            written.append(path)
     return written

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from vmreclaim.bench.contenders import Contender
 from vmreclaim.bench.measures import HotSet, Measures, measure
 from vmreclaim.bench.recorder import Recorder, Recording
-from vmreclaim.bench.scenarios import Scenario
+from vmreclaim.bench.scenarios import HOT_REPORT, HOT_STOP, Scenario
 from vmreclaim.errors import VmreclaimError
 from vmreclaim.lab.image import GuestImage
 from vmreclaim.lab.machine import VirtualMachine
@@ -37,7 +37,9 @@ class RunResult:
     boot_seconds: float
     recording: Recording
     measures: Measures
-    agent_log_tail: str
+    agent_log: str
+    """The agent's whole log at debug level: every tick's decision, so a contender that never
+    acted can be read to see why (empty without an agent)."""
 
 
 def _sleep(seconds: float, phase: str, started: float, total: float, progress: Progress) -> None:
@@ -72,7 +74,7 @@ def run_one(
         agent_started = time.monotonic()
         if contender.agent_policy is not None:
             vm.check(
-                f"python3 -m vmreclaim guest run --policy {contender.agent_policy} "
+                f"python3 -m vmreclaim -vv guest run --policy {contender.agent_policy} "
                 "--interval 2 >/tmp/agent.log 2>&1 & echo $! >/tmp/agent.pid"
             )
         started = time.monotonic()
@@ -101,15 +103,17 @@ def run_one(
                 hot=hot,
                 agent_cpu_ratio=agent_cpu,
             ),
-            agent_log_tail=agent_log,
+            agent_log=agent_log,
         )
     return result
 
 
 def _hot_set(vm: VirtualMachine) -> HotSet | None:
+    # A pass in progress ends first: under TCG one takes a few seconds at most.
     done = vm.run(
-        "for i in $(seq 60); do [ -e /tmp/hot.json ] && break; sleep 1; done; cat /tmp/hot.json",
-        timeout=120,
+        f"touch {HOT_STOP}; for i in $(seq 120); do [ -e {HOT_REPORT} ] && break; sleep 1; done; "
+        f"cat {HOT_REPORT}",
+        timeout=180,
     )
     try:
         report = json.loads(done.stdout)
@@ -125,10 +129,10 @@ def _hot_set(vm: VirtualMachine) -> HotSet | None:
 
 
 def _agent(vm: VirtualMachine, wall_seconds: float) -> tuple[float | None, str]:
-    """The agent's CPU share over its life and the tail of its log (empty without an agent)."""
+    """The agent's CPU share over its life and its log (empty without an agent)."""
     done = vm.run(
         "[ -e /tmp/agent.pid ] || exit 3; pid=$(cat /tmp/agent.pid); "
-        "cut -d' ' -f14,15 /proc/$pid/stat; tail -n 40 /tmp/agent.log"
+        "cut -d' ' -f14,15 /proc/$pid/stat; cat /tmp/agent.log"
     )
     if done.exit_code == 3:
         return None, ""
