@@ -45,6 +45,17 @@ def test_gradual_acts_only_after_two_minutes_of_idle(sim):
     assert decision.compact
 
 
+def test_the_twelfth_idle_sample_completes_the_window_even_a_little_early(sim):
+    # Ticks that come 2 ms early make the twelfth idle sample 119.88 s after the first: WSL2
+    # counts samples, so that is its 2 minutes; waiting for one more would cost 10 s.
+    for name in ("dropcache", "gradual"):
+        driver = PolicyDriver(sim, POLICIES[name])
+        actions = acting(driver.run(140, interval_s=1.998, busy_ratio=0.0))
+        assert actions, name
+        first_sample = driver.log[0][0]
+        assert actions[0][0] - first_sample < 120.0, name
+
+
 def test_gradual_steps_every_idle_sample_until_the_floor(sim):
     driver = PolicyDriver(sim, POLICIES["gradual"])
     actions = acting(driver.run(300, busy_ratio=0.0))
@@ -87,6 +98,18 @@ def test_a_busy_sample_restarts_the_two_minute_window(sim):
     driver.run(10, busy_ratio=BUSY)
     actions = acting(driver.run(140, busy_ratio=0.0))
     assert actions[0][0] == 110.0 + 120.0
+
+
+def test_a_busy_sample_says_how_busy_the_interval_was(sim):
+    # A log that only says "busy" cannot tell a loaded guest from one tick of housekeeping.
+    for name in ("dropcache", "gradual"):
+        driver = PolicyDriver(sim, POLICIES[name])
+        driver.run(20, busy_ratio=0.0)
+        log = driver.run(10, busy_ratio=BUSY) + driver.run(2, busy_ratio=0.0)
+        busy = [d.reason for _, d in log if "busy" in d.reason]
+        assert busy, name
+        assert "5.00 % CPU" in busy[0], busy
+        assert "above 0.5 %" in busy[0], busy
 
 
 def test_wsl2_modes_take_no_action_without_cpu_times(sim):

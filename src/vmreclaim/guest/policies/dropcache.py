@@ -19,7 +19,13 @@ from vmreclaim.guest.policies.base import (
     missing_parts,
     no_action,
 )
-from vmreclaim.guest.policies.wsl2_idle import IdleState, Wsl2IdleConfig, advance_idle
+from vmreclaim.guest.policies.wsl2_idle import (
+    IdleState,
+    Wsl2IdleConfig,
+    advance_idle,
+    busy_reason,
+    window_complete,
+)
 
 
 @dataclass(frozen=True)
@@ -42,11 +48,11 @@ def decide(
     tick, idle = advance_idle(obs, state.idle, config)
     if tick.busy:
         # A busy interval ends the idle period: the next one drops again.
-        return no_action("busy: waiting for a full idle window"), DropcacheState(idle, False)
+        return no_action(busy_reason(tick, config)), DropcacheState(idle, False)
     new_state = dataclasses.replace(state, idle=idle)
     if not tick.sampled:
         return no_action("between 10 s samples"), new_state
-    if tick.idle_for_s < config.idle_window_s:
+    if not window_complete(tick, config):
         return no_action(
             f"idle for {tick.idle_for_s:.0f} s of the {config.idle_window_s:.0f} s window"
         ), new_state

@@ -24,7 +24,13 @@ from vmreclaim.guest.policies.base import (
     missing_parts,
     no_action,
 )
-from vmreclaim.guest.policies.wsl2_idle import IdleState, Wsl2IdleConfig, advance_idle
+from vmreclaim.guest.policies.wsl2_idle import (
+    IdleState,
+    Wsl2IdleConfig,
+    advance_idle,
+    busy_reason,
+    window_complete,
+)
 from vmreclaim.units import format_size
 
 
@@ -87,10 +93,10 @@ def decide(
         return no_action(incomplete_reason(missing)), state
     tick, idle = advance_idle(obs, state.idle, config)
     if tick.busy:
-        return no_action("busy: waiting for a full idle window"), GradualState(idle, False)
+        return no_action(busy_reason(tick, config)), GradualState(idle, False)
     if not tick.sampled:
         return no_action("between 10 s samples"), dataclasses.replace(state, idle=idle)
-    if tick.idle_for_s < config.idle_window_s:
+    if not window_complete(tick, config):
         return no_action(
             f"idle for {tick.idle_for_s:.0f} s of the {config.idle_window_s:.0f} s window"
         ), GradualState(idle, False)

@@ -89,3 +89,20 @@ def advance_idle(
     return IdleTick(True, False, ratio, now - idle_since), dataclasses.replace(
         fresh, idle_since=idle_since
     )
+
+
+def window_complete(tick: IdleTick, config: Wsl2IdleConfig) -> bool:
+    """A full idle window has passed: WSL2 counts its 10 s samples, so the twelfth idle sample
+    completes 2 minutes even when it was taken a little early (within SAMPLE_SLACK_S). Seen
+    in the benchmark: "idle for 119.98 s" waited another 10 s."""
+    return tick.idle_for_s >= config.idle_window_s - SAMPLE_SLACK_S
+
+
+def busy_reason(tick: IdleTick, config: Wsl2IdleConfig) -> str:
+    """Why a busy tick ends the idle period, with the share that made it busy."""
+    if tick.busy_ratio is None:
+        return "no verdict on the last interval (CPU counters did not advance): idle starts over"
+    return (
+        f"busy ({100 * tick.busy_ratio:.2f} % CPU over the last interval, above "
+        f"{100 * config.idle_busy_ratio:.1f} %): waiting for a full idle window"
+    )
