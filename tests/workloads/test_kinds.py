@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from vmreclaim.workloads.kinds import fragment, reread, write_files
@@ -25,6 +26,16 @@ def test_reread_reports_passes_and_their_times(tmp_path: Path) -> None:
     assert 0 < summary["median_pass_seconds"] <= summary["worst_pass_seconds"]
     assert summary["mean_pass_seconds"] <= summary["worst_pass_seconds"]
     assert summary["refaults"] >= 0
+
+
+def test_reread_stops_when_told_to_by_a_file(tmp_path: Path) -> None:
+    write_files(tmp_path / "hot", 1 << 20, 1 << 19)
+    stop = tmp_path / "stop"
+    stop.touch()
+    started = time.monotonic()
+    summary = reread(tmp_path / "hot", seconds=60, pause=0.01, report=None, until=stop)
+    assert time.monotonic() - started < 30
+    assert summary["passes"] == 0
 
 
 def test_fragment_says_when_half_is_freed(tmp_path: Path) -> None:

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 MIB = 1 << 20
 W = "python3 -m vmreclaim.workloads"
+# The hot set's re-reads stop when HOT_STOP exists and then write their summary to HOT_REPORT.
+HOT_STOP = "/tmp/hot.stop"
+HOT_REPORT = "/tmp/hot.json"
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,10 @@ def build_then_idle(quick: bool) -> Scenario:
     # More anonymous memory than files: the cache reuses freed pages the guest already backs,
     # so only the difference shows what free page reporting returns on its own.
     anon, files = (512 * MIB, 256 * MIB) if quick else (1024 * MIB, 512 * MIB)
-    # WSL2 acts after 2 minutes of idle: the full run's idle phase is long enough to show it.
-    idle = 40.0 if quick else 160.0
+    # WSL2 acts after 2 minutes of idle, counted from its first idle 10 s sample after the
+    # writes settle, and gradual then steps 256 MiB every 10 s: the full run's idle phase leaves
+    # room for all of that (160 s did not: its window completed as the run ended).
+    idle = 40.0 if quick else 240.0
     return Scenario(
         "build-then-idle",
         "allocate and free anonymous memory, write files, then go idle",
@@ -58,9 +63,11 @@ def busy_with_cold_cache(quick: bool) -> Scenario:
     hot, cold = (96 * MIB, 384 * MIB) if quick else (192 * MIB, 768 * MIB)
     seconds = 60.0 if quick else 150.0
     busy = f"{W} busy --duty 0.05 --seconds 100000 >/dev/null 2>&1"
+    # The host ends the re-reads when the scenario ends (HOT_STOP), on its clock: a guest on an
+    # instruction-counting clock runs slower than the host's. The time limit is a safety net.
     reread = (
-        f"{W} reread /mnt/scratch/hot --seconds {seconds} --pause 1 "
-        "--report /tmp/hot.json >/dev/null 2>&1"
+        f"{W} reread /mnt/scratch/hot --seconds {10 * seconds:.0f} --pause 1 "
+        f"--until {HOT_STOP} --report {HOT_REPORT} >/dev/null 2>&1"
     )
     return Scenario(
         "busy-with-cold-cache",

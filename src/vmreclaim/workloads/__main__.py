@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, required=True)
     p.add_argument("--pause", type=float, default=0.5, help="seconds between passes")
     p.add_argument("--report", type=Path, help="write the summary here as JSON")
+    p.add_argument("--until", type=Path, metavar="FILE", help="stop early once FILE exists")
     return parser
 
 
@@ -54,7 +55,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UsageError("--duty is a fraction of one CPU", hint="e.g. --duty 0.05")
             kinds.busy(args.duty, args.seconds)
         elif args.kind == "reread":
-            print(json.dumps(kinds.reread(args.directory, args.seconds, args.pause, args.report)))
+            print(
+                json.dumps(
+                    kinds.reread(args.directory, args.seconds, args.pause, args.report, args.until)
+                )
+            )
     except UsageError as err:
         print(f"workloads: {err.message} ({err.hint})", file=sys.stderr)
         return 2
