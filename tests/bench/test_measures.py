@@ -65,3 +65,16 @@ def test_cold_cache_returned_is_a_share_of_what_was_written() -> None:
 def test_a_recording_without_phases_is_refused() -> None:
     with pytest.raises(ValueError, match="phases"):
         measure(Recording(samples=_samples([(0, 1), (1, 1)])))
+
+
+def test_excess_by_phase_splits_the_whole_run() -> None:
+    samples = _samples([(0, 300), (5, 900), (10, 900), (20, 300), (30, 300)])
+    recording = Recording(samples, [NeedSample(0, 300 * MIB)], [("build", 5.0), ("idle", 20.0)])
+    m = measure(recording)
+    by_phase = dict(m.excess_by_phase)
+    assert list(by_phase) == ["rest", "build", "idle"]
+    # 600 MiB above the need from 5 s to 20 s: all of it in build.
+    assert by_phase["rest"] == 0.0
+    assert by_phase["build"] == pytest.approx(600 / 1024 * 15)
+    assert by_phase["idle"] == 0.0
+    assert sum(by_phase.values()) == pytest.approx(m.excess_gib_s)

@@ -32,6 +32,8 @@ class Measures:
     mean_bytes: float
     excess_gib_s: float
     """Guest RAM held on the host beyond what the guest needs, integrated over the run."""
+    excess_by_phase: tuple[tuple[str, float], ...]
+    """excess_gib_s split by phase, the time before the first phase named "rest"."""
     last_phase_start_bytes: int
     reclaimable_bytes: int
     """What the host held at the last phase's start above rest plus KEPT_CACHE_BYTES."""
@@ -51,11 +53,18 @@ def needed_at(needs: list[NeedSample], seconds: float) -> int | None:
     return needs[index].needed_bytes if index >= 0 else None
 
 
-def excess_gib_s(samples: list[Sample], needs: list[NeedSample]) -> float:
+def excess_gib_s(
+    samples: list[Sample],
+    needs: list[NeedSample],
+    start: float = float("-inf"),
+    end: float = float("inf"),
+) -> float:
     """Integral of max(0, footprint - need) over time, trapezoid-free: each sample holds until
-    the next one."""
+    the next one. Only samples taken in [start, end) count."""
     total = 0.0
     for current, following in zip(samples, samples[1:]):
+        if not start <= current.seconds < end:
+            continue
         need = needed_at(needs, current.seconds)
         if need is None:
             continue
@@ -95,6 +104,14 @@ def phase_start(recording: Recording, name: str) -> float | None:
     return next((start for phase, start in recording.phases if phase == name), None)
 
 
+def _spans(recording: Recording) -> list[tuple[str, float, float]]:
+    """("rest", 0, first phase), then each phase from its start to the next one's (or on)."""
+    names = ["rest", *(name for name, _ in recording.phases)]
+    starts = [float("-inf"), *(start for _, start in recording.phases)]
+    ends = [*starts[1:], float("inf")]
+    return list(zip(names, starts, ends))
+
+
 def measure(
     recording: Recording,
     *,
@@ -124,6 +141,10 @@ def measure(
         final_bytes=final,
         mean_bytes=sum(s.guest_ram_bytes for s in samples) / len(samples),
         excess_gib_s=excess_gib_s(samples, recording.needs),
+        excess_by_phase=tuple(
+            (name, excess_gib_s(samples, recording.needs, start, end))
+            for name, start, end in _spans(recording)
+        ),
         last_phase_start_bytes=last_start,
         reclaimable_bytes=max(0, last_start - kept),
         returned_50_s=time_to_return(samples, last_phase, kept, 0.5),

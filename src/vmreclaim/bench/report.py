@@ -132,11 +132,27 @@ def markdown(results: Sequence[RunResult], meta: dict[str, Any]) -> str:
                 f"| {_seconds(m.returned_50_s)} "
                 f"| {_seconds(m.returned_90_s)} | {cold} | {frag} | {hot} | {cpu} |"
             )
-        out.append("")
+        out += ["", *_excess_by_phase(list(_by(results, scenario).values())), ""]
     verdicts = targets(results)
     if verdicts:
         out += ["### Targets", "", *verdicts, ""]
     return "\n".join(out)
+
+
+def _excess_by_phase(runs: list[RunResult]) -> list[str]:
+    """Where each contender's excess accrued: a policy can only differ once it may act."""
+    phases = [name for name, _ in runs[0].measures.excess_by_phase]
+    lines = [
+        "Excess GiB*s by phase:",
+        "",
+        "| contender | " + " | ".join(phases) + " |",
+        "| --- |" + " ---: |" * len(phases),
+    ]
+    for result in runs:
+        values = dict(result.measures.excess_by_phase)
+        cells = " | ".join(f"{values.get(phase, 0.0):.1f}" for phase in phases)
+        lines.append(f"| {result.contender} | {cells} |")
+    return lines
 
 
 def plot(results: Sequence[RunResult], scenario: str, path: Path) -> None:
