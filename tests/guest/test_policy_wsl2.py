@@ -112,6 +112,19 @@ def test_a_busy_sample_says_how_busy_the_interval_was(sim):
         assert "above 0.5 %" in busy[0], busy
 
 
+def test_an_interval_whose_busy_time_was_all_the_agent_stays_idle(sim):
+    # The daemon takes the agent's own CPU time out of /proc/stat's busy time. The agent can
+    # run more than the timer ticks that caught it, so an interval's busy time goes below zero
+    # once discounted: that is an idle interval, not counters going backwards.
+    for name in ("dropcache", "gradual"):
+        driver = PolicyDriver(sim, POLICIES[name])
+        driver.run(60, busy_ratio=0.0)
+        sim.cpu["user"] -= 2
+        actions = acting(driver.run(80, busy_ratio=0.0))
+        assert actions, name
+        assert actions[0][0] - driver.log[0][0] == 120.0, name
+
+
 def test_wsl2_modes_take_no_action_without_cpu_times(sim):
     for name in ("dropcache", "gradual"):
         driver = PolicyDriver(sim, POLICIES[name])

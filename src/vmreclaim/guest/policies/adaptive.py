@@ -59,7 +59,7 @@ from vmreclaim.guest.policies.base import (
     missing_parts,
     no_action,
 )
-from vmreclaim.guest.policies.wsl2_idle import WSL2_IDLE_BUSY_RATIO
+from vmreclaim.guest.policies.wsl2_idle import WSL2_IDLE_BUSY_RATIO, own_time_clamped
 from vmreclaim.units import format_size as fmt
 
 
@@ -170,9 +170,9 @@ def _idle(window: tuple[CpuPoint, ...], config: AdaptiveConfig) -> tuple[bool, s
     """(idle over the whole window, the CPU state in words for reasons)."""
     first, last = window[0], window[-1]
     total = last.total_jiffies - first.total_jiffies
-    busy = last.busy_jiffies - first.busy_jiffies
+    busy = own_time_clamped(last.busy_jiffies - first.busy_jiffies)
     span = last.timestamp - first.timestamp
-    if total <= 0 or busy < 0:
+    if total <= 0:
         return False, "not idle (no CPU time measured)"
     percent = 100 * busy / total
     if busy > config.idle_busy_ratio * total:

@@ -57,6 +57,18 @@ class IdleTick:
     idle_for_s: float  # 0 when the last sampled interval was busy
 
 
+def own_time_clamped(busy_jiffies: int) -> int:
+    """An interval's busy time after the agent's own CPU time came out of it, at least 0.
+
+    /proc/stat samples busy time at each timer tick, while the agent's own time (from
+    /proc/self/stat) follows what it really ran. In an otherwise idle guest the agent can run
+    more than the ticks that caught it, so the discounted busy time of an interval goes below
+    zero: everything busy in it was the agent. Seen in the benchmark, where taking that for
+    counters going backwards restarted WSL2's 2-minute window every minute or so.
+    """
+    return max(0, busy_jiffies)
+
+
 def advance_idle(
     obs: Observation, state: IdleState, config: Wsl2IdleConfig
 ) -> tuple[IdleTick, IdleState]:
@@ -76,11 +88,11 @@ def advance_idle(
     if now - state.sampled_at < config.sample_interval_s - SAMPLE_SLACK_S:
         idle_for = 0.0 if state.idle_since is None else now - state.idle_since
         return IdleTick(False, False, None, idle_for), state
-    busy = cpu.busy_jiffies - state.busy_jiffies
     total = cpu.total_jiffies - state.total_jiffies
-    if busy < 0 or total <= 0:
+    if total <= 0:
         # Counters went backwards or did not move: no verdict on this interval; start over.
         return IdleTick(False, True, None, 0.0), dataclasses.replace(fresh, idle_since=None)
+    busy = own_time_clamped(cpu.busy_jiffies - state.busy_jiffies)
     ratio = busy / total
     if ratio > config.idle_busy_ratio:
         return IdleTick(True, True, ratio, 0.0), dataclasses.replace(fresh, idle_since=None)
