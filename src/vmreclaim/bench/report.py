@@ -181,7 +181,7 @@ def plot(results: Sequence[RunResult], scenario: str, path: Path) -> None:
             color="black",
             linestyle="--",
             linewidth=1.0,
-            label="what the guest needs (total - available)",
+            label="what the guest needs (RAM - available)",
         )
     _finish(figure, axes, reference.recording, f"{scenario}: guest RAM resident on the host", path)
 
@@ -240,7 +240,7 @@ def plot_timeline(recording: Recording, title: str, path: Path) -> None:
             color="black",
             linestyle="--",
             linewidth=1.0,
-            label="what the guest needs (total - available)",
+            label="what the guest needs (RAM - available)",
         )
     _finish(figure, axes, recording, title, path)
 
