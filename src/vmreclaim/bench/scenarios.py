@@ -73,7 +73,14 @@ def busy_with_cold_cache(quick: bool) -> Scenario:
         "busy-with-cold-cache",
         "a light CPU load and a hot file set re-read in a loop, plus a large file written once",
         (
-            Phase("prepare", 5.0, f"{W} write-files /mnt/scratch/hot {hot} && {busy} &", wait=True),
+            # Braces: only the load goes to the background. `write && load &` sent the write
+            # there too, so the re-reads began on a hot set still being written.
+            Phase(
+                "prepare",
+                5.0,
+                f"{W} write-files /mnt/scratch/hot {hot} && {{ {busy} & }}",
+                wait=True,
+            ),
             Phase("hot", 5.0, reread),
             Phase("cold-write", seconds, f"{W} write-files /mnt/scratch/cold {cold}"),
         ),
