@@ -135,16 +135,18 @@ def measure(
     peak = max(s.guest_ram_bytes for s in samples)
     kept = rest + KEPT_CACHE_BYTES
     last_start = at(samples, last_phase).guest_ram_bytes
+    # The phases cover the whole run, so the run's excess is their sum.
+    by_phase = tuple(
+        (name, excess_gib_s(samples, recording.needs, start, end))
+        for name, start, end in _spans(recording)
+    )
     return Measures(
         rest_bytes=rest,
         peak_bytes=peak,
         final_bytes=final,
         mean_bytes=sum(s.guest_ram_bytes for s in samples) / len(samples),
-        excess_gib_s=excess_gib_s(samples, recording.needs),
-        excess_by_phase=tuple(
-            (name, excess_gib_s(samples, recording.needs, start, end))
-            for name, start, end in _spans(recording)
-        ),
+        excess_gib_s=sum(excess for _, excess in by_phase),
+        excess_by_phase=by_phase,
         last_phase_start_bytes=last_start,
         reclaimable_bytes=max(0, last_start - kept),
         returned_50_s=time_to_return(samples, last_phase, kept, 0.5),

@@ -32,9 +32,10 @@ class NeedSample:
     seconds: float
     needed_bytes: int
     """The guest's RAM minus MemAvailable as its balloon driver reports it. Not MemTotal minus
-    MemAvailable: what the kernel reserves at boot (its page structs, its own image, about
-    50 MiB of a 2 GiB guest) is outside MemTotal, yet needed and resident on the host; leaving
-    it out counted it as excess in every contender, at rest too."""
+    MemAvailable: what the kernel reserves at boot (its page structs, its own image: 83 MiB of
+    a 2 GiB lab guest) is outside MemTotal, yet needed; leaving it out counted the ~50 MiB of it
+    that is resident as excess in every contender, at rest too. Part of it is never touched,
+    so this line is an upper bound on the need."""
 
 
 @dataclass
