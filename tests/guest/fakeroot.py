@@ -60,6 +60,7 @@ def debian_guest(path: Path) -> FakeRoot:
     root.write("/proc/pressure/io", k.PSI_IO_IDLE)
     root.vm_sysctls()
     root.cgroup2()
+    root.write("/sys/kernel/mm/transparent_hugepage/enabled", k.THP_ENABLED_ALWAYS)
     root.write("/sys/module/page_reporting/parameters/page_reporting_order", "9\n")
     root.virtio_device("virtio0", "0x0002", k.FEATURES_BLOCK, "virtio_blk")
     root.virtio_device("virtio1", "0x0005", k.FEATURES_BALLOON_FPR, "virtio_balloon")

@@ -387,3 +387,475 @@ FEATURES_BALLOON_FPR_DEFLATE = "011001000000000000000000000011001000000000000000
 # What a balloon shows before a driver binds: nothing negotiated.
 FEATURES_UNBOUND = "0000000000000000000000000000000000000000000000000000000000000000\n"
 FEATURES_BLOCK = "0010001001100100000000000000110010000000000000000000000000000000\n"
+
+
+# Captured in a 2 GiB lab guest (Debian 12's 6.1.0-57, THP always, 2026-11-30): a process
+# touched 512 MiB of private anonymous memory, released all but 128 KiB of each 2 MiB with
+# madvise(MADV_DONTNEED), and stayed alive. 255 huge pages wait on the deferred split queue:
+# Active(anon) + Inactive(anon) - AnonPages - Shmem = 478 MiB held, MemFree unchanged.
+MEMINFO_THP_HELD_6_1 = """\
+MemTotal:        2012132 kB
+MemFree:         1424796 kB
+MemAvailable:    1359228 kB
+Buffers:               0 kB
+Cached:            15100 kB
+SwapCached:            0 kB
+Active:             5508 kB
+Inactive:         535280 kB
+Active(anon):       5508 kB
+Inactive(anon):   525772 kB
+Active(file):          0 kB
+Inactive(file):     9508 kB
+Unevictable:           0 kB
+Mlocked:               0 kB
+SwapTotal:             0 kB
+SwapFree:              0 kB
+Zswap:                 0 kB
+Zswapped:              0 kB
+Dirty:                 0 kB
+Writeback:             0 kB
+AnonPages:         36088 kB
+Mapped:             7456 kB
+Shmem:              5592 kB
+KReclaimable:       9984 kB
+Slab:              18984 kB
+SReclaimable:       9984 kB
+SUnreclaim:         9000 kB
+KernelStack:         912 kB
+PageTables:         1156 kB
+SecPageTables:         0 kB
+NFS_Unstable:          0 kB
+Bounce:                0 kB
+WritebackTmp:          0 kB
+CommitLimit:     1006064 kB
+Committed_AS:     536364 kB
+VmallocTotal:   13743895347199 kB
+VmallocUsed:        7660 kB
+VmallocChunk:          0 kB
+Percpu:              520 kB
+HardwareCorrupted:     0 kB
+AnonHugePages:         0 kB
+ShmemHugePages:        0 kB
+ShmemPmdMapped:        0 kB
+FileHugePages:         0 kB
+FilePmdMapped:         0 kB
+HugePages_Total:       0
+HugePages_Free:        0
+HugePages_Rsvd:        0
+HugePages_Surp:        0
+Hugepagesize:       2048 kB
+Hugetlb:               0 kB
+DirectMap4k:       32640 kB
+DirectMap2M:     2064384 kB
+DirectMap1G:           0 kB
+"""
+VMSTAT_THP_HELD_6_1 = """\
+nr_free_pages 356199
+nr_zone_inactive_anon 131443
+nr_zone_active_anon 1377
+nr_zone_inactive_file 2377
+nr_zone_active_file 0
+nr_zone_unevictable 0
+nr_zone_write_pending 0
+nr_mlock 0
+nr_bounce 0
+nr_zspages 0
+nr_free_cma 0
+numa_hit 13856
+numa_miss 0
+numa_foreign 0
+numa_interleave 636
+numa_local 13856
+numa_other 0
+nr_inactive_anon 131443
+nr_active_anon 1377
+nr_inactive_file 2377
+nr_active_file 0
+nr_unevictable 0
+nr_slab_reclaimable 2496
+nr_slab_unreclaimable 2250
+nr_isolated_anon 0
+nr_isolated_file 0
+workingset_nodes 0
+workingset_refault_anon 0
+workingset_refault_file 0
+workingset_activate_anon 0
+workingset_activate_file 0
+workingset_restore_anon 0
+workingset_restore_file 0
+workingset_nodereclaim 0
+nr_anon_pages 9022
+nr_mapped 1864
+nr_file_pages 3775
+nr_dirty 0
+nr_writeback 0
+nr_writeback_temp 0
+nr_shmem 1398
+nr_shmem_hugepages 0
+nr_shmem_pmdmapped 0
+nr_file_hugepages 0
+nr_file_pmdmapped 0
+nr_anon_transparent_hugepages 0
+nr_vmscan_write 0
+nr_vmscan_immediate_reclaim 0
+nr_dirtied 0
+nr_written 0
+nr_throttled_written 0
+nr_kernel_misc_reclaimable 0
+nr_foll_pin_acquired 0
+nr_foll_pin_released 0
+nr_kernel_stack 912
+nr_page_table_pages 289
+nr_sec_page_table_pages 0
+nr_swapcached 0
+pgpromote_success 0
+pgpromote_candidate 0
+nr_dirty_threshold 67933
+nr_dirty_background_threshold 33925
+pgpgin 0
+pgpgout 0
+pswpin 0
+pswpout 0
+pgalloc_dma 64
+pgalloc_dma32 149271
+pgalloc_normal 0
+pgalloc_movable 0
+pgalloc_device 0
+allocstall_dma 0
+allocstall_dma32 0
+allocstall_normal 0
+allocstall_movable 0
+allocstall_device 0
+pgskip_dma 0
+pgskip_dma32 0
+pgskip_normal 0
+pgskip_movable 0
+pgskip_device 0
+pgfree 509236
+pgactivate 1373
+pgdeactivate 0
+pglazyfree 0
+pgfault 3773
+pgmajfault 45
+pglazyfreed 0
+pgrefill 0
+pgreuse 304
+pgsteal_kswapd 0
+pgsteal_direct 0
+pgdemote_kswapd 0
+pgdemote_direct 0
+pgscan_kswapd 0
+pgscan_direct 0
+pgscan_direct_throttle 0
+pgscan_anon 0
+pgscan_file 0
+pgsteal_anon 0
+pgsteal_file 0
+zone_reclaim_failed 0
+pginodesteal 0
+slabs_scanned 0
+kswapd_inodesteal 0
+kswapd_low_wmark_hit_quickly 0
+kswapd_high_wmark_hit_quickly 0
+pageoutrun 0
+pgrotated 0
+drop_pagecache 0
+drop_slab 0
+oom_kill 0
+numa_pte_updates 0
+numa_huge_pte_updates 0
+numa_hint_faults 0
+numa_hint_faults_local 0
+numa_pages_migrated 0
+pgmigrate_success 0
+pgmigrate_fail 0
+thp_migration_success 0
+thp_migration_fail 0
+thp_migration_split 0
+compact_migrate_scanned 0
+compact_free_scanned 0
+compact_isolated 0
+compact_stall 0
+compact_fail 0
+compact_success 0
+compact_daemon_wake 0
+compact_daemon_migrate_scanned 0
+compact_daemon_free_scanned 0
+htlb_buddy_alloc_success 0
+htlb_buddy_alloc_fail 0
+unevictable_pgs_culled 0
+unevictable_pgs_scanned 0
+unevictable_pgs_rescued 0
+unevictable_pgs_mlocked 0
+unevictable_pgs_munlocked 0
+unevictable_pgs_cleared 0
+unevictable_pgs_stranded 0
+thp_fault_alloc 255
+thp_fault_fallback 0
+thp_fault_fallback_charge 0
+thp_collapse_alloc 0
+thp_collapse_alloc_failed 0
+thp_file_alloc 0
+thp_file_fallback 0
+thp_file_fallback_charge 0
+thp_file_mapped 0
+thp_split_page 0
+thp_split_page_failed 0
+thp_deferred_split_page 255
+thp_split_pmd 255
+thp_scan_exceed_none_pte 0
+thp_scan_exceed_swap_pte 0
+thp_scan_exceed_share_pte 0
+thp_split_pud 0
+thp_zero_page_alloc 0
+thp_zero_page_alloc_failed 0
+thp_swpout 0
+thp_swpout_fallback 0
+balloon_inflate 0
+balloon_deflate 0
+balloon_migrate 0
+swap_ra 0
+swap_ra_hit 0
+ksm_swpin_copy 0
+cow_ksm 0
+zswpin 0
+zswpout 0
+direct_map_level2_splits 3
+direct_map_level3_splits 0
+nr_unstable 0
+"""
+# The same guest right after `echo 2 > /proc/sys/vm/drop_caches`: the shrinker split all 255
+# (thp_split_page 255), MemFree rose by 464 MiB, the page cache stayed.
+MEMINFO_THP_SPLIT_6_1 = """\
+MemTotal:        2012132 kB
+MemFree:         1900320 kB
+MemAvailable:    1834752 kB
+Buffers:               0 kB
+Cached:            15100 kB
+SwapCached:            0 kB
+Active:             5508 kB
+Inactive:          45728 kB
+Active(anon):       5508 kB
+Inactive(anon):    36220 kB
+Active(file):          0 kB
+Inactive(file):     9508 kB
+Unevictable:           0 kB
+Mlocked:               0 kB
+SwapTotal:             0 kB
+SwapFree:              0 kB
+Zswap:                 0 kB
+Zswapped:              0 kB
+Dirty:                 0 kB
+Writeback:             0 kB
+AnonPages:         36088 kB
+Mapped:             7456 kB
+Shmem:              5592 kB
+KReclaimable:       9984 kB
+Slab:              18984 kB
+SReclaimable:       9984 kB
+SUnreclaim:         9000 kB
+KernelStack:         912 kB
+PageTables:         1156 kB
+SecPageTables:         0 kB
+NFS_Unstable:          0 kB
+Bounce:                0 kB
+WritebackTmp:          0 kB
+CommitLimit:     1006064 kB
+Committed_AS:     536364 kB
+VmallocTotal:   13743895347199 kB
+VmallocUsed:        7660 kB
+VmallocChunk:          0 kB
+Percpu:              520 kB
+HardwareCorrupted:     0 kB
+AnonHugePages:         0 kB
+ShmemHugePages:        0 kB
+ShmemPmdMapped:        0 kB
+FileHugePages:         0 kB
+FilePmdMapped:         0 kB
+HugePages_Total:       0
+HugePages_Free:        0
+HugePages_Rsvd:        0
+HugePages_Surp:        0
+Hugepagesize:       2048 kB
+Hugetlb:               0 kB
+DirectMap4k:       32640 kB
+DirectMap2M:     2064384 kB
+DirectMap1G:           0 kB
+"""
+VMSTAT_THP_SPLIT_6_1 = """\
+nr_free_pages 475080
+nr_zone_inactive_anon 9055
+nr_zone_active_anon 1377
+nr_zone_inactive_file 2377
+nr_zone_active_file 0
+nr_zone_unevictable 0
+nr_zone_write_pending 0
+nr_mlock 0
+nr_bounce 0
+nr_zspages 0
+nr_free_cma 0
+numa_hit 13857
+numa_miss 0
+numa_foreign 0
+numa_interleave 636
+numa_local 13857
+numa_other 0
+nr_inactive_anon 9055
+nr_active_anon 1377
+nr_inactive_file 2377
+nr_active_file 0
+nr_unevictable 0
+nr_slab_reclaimable 2496
+nr_slab_unreclaimable 2250
+nr_isolated_anon 0
+nr_isolated_file 0
+workingset_nodes 0
+workingset_refault_anon 0
+workingset_refault_file 0
+workingset_activate_anon 0
+workingset_activate_file 0
+workingset_restore_anon 0
+workingset_restore_file 0
+workingset_nodereclaim 0
+nr_anon_pages 9022
+nr_mapped 1864
+nr_file_pages 3775
+nr_dirty 0
+nr_writeback 0
+nr_writeback_temp 0
+nr_shmem 1398
+nr_shmem_hugepages 0
+nr_shmem_pmdmapped 0
+nr_file_hugepages 0
+nr_file_pmdmapped 0
+nr_anon_transparent_hugepages 0
+nr_vmscan_write 0
+nr_vmscan_immediate_reclaim 0
+nr_dirtied 0
+nr_written 0
+nr_throttled_written 0
+nr_kernel_misc_reclaimable 0
+nr_foll_pin_acquired 0
+nr_foll_pin_released 0
+nr_kernel_stack 912
+nr_page_table_pages 289
+nr_sec_page_table_pages 0
+nr_swapcached 0
+pgpromote_success 0
+pgpromote_candidate 0
+nr_dirty_threshold 91703
+nr_dirty_background_threshold 45795
+pgpgin 0
+pgpgout 0
+pswpin 0
+pswpout 0
+pgalloc_dma 64
+pgalloc_dma32 149273
+pgalloc_normal 0
+pgalloc_movable 0
+pgalloc_device 0
+allocstall_dma 0
+allocstall_dma32 0
+allocstall_normal 0
+allocstall_movable 0
+allocstall_device 0
+pgskip_dma 0
+pgskip_dma32 0
+pgskip_normal 0
+pgskip_movable 0
+pgskip_device 0
+pgfree 631641
+pgactivate 1373
+pgdeactivate 0
+pglazyfree 0
+pgfault 3773
+pgmajfault 45
+pglazyfreed 0
+pgrefill 0
+pgreuse 304
+pgsteal_kswapd 0
+pgsteal_direct 0
+pgdemote_kswapd 0
+pgdemote_direct 0
+pgscan_kswapd 0
+pgscan_direct 0
+pgscan_direct_throttle 0
+pgscan_anon 0
+pgscan_file 0
+pgsteal_anon 0
+pgsteal_file 0
+zone_reclaim_failed 0
+pginodesteal 0
+slabs_scanned 407
+kswapd_inodesteal 0
+kswapd_low_wmark_hit_quickly 0
+kswapd_high_wmark_hit_quickly 0
+pageoutrun 0
+pgrotated 0
+drop_pagecache 0
+drop_slab 1
+oom_kill 0
+numa_pte_updates 0
+numa_huge_pte_updates 0
+numa_hint_faults 0
+numa_hint_faults_local 0
+numa_pages_migrated 0
+pgmigrate_success 0
+pgmigrate_fail 0
+thp_migration_success 0
+thp_migration_fail 0
+thp_migration_split 0
+compact_migrate_scanned 0
+compact_free_scanned 0
+compact_isolated 0
+compact_stall 0
+compact_fail 0
+compact_success 0
+compact_daemon_wake 0
+compact_daemon_migrate_scanned 0
+compact_daemon_free_scanned 0
+htlb_buddy_alloc_success 0
+htlb_buddy_alloc_fail 0
+unevictable_pgs_culled 0
+unevictable_pgs_scanned 0
+unevictable_pgs_rescued 0
+unevictable_pgs_mlocked 0
+unevictable_pgs_munlocked 0
+unevictable_pgs_cleared 0
+unevictable_pgs_stranded 0
+thp_fault_alloc 255
+thp_fault_fallback 0
+thp_fault_fallback_charge 0
+thp_collapse_alloc 0
+thp_collapse_alloc_failed 0
+thp_file_alloc 0
+thp_file_fallback 0
+thp_file_fallback_charge 0
+thp_file_mapped 0
+thp_split_page 255
+thp_split_page_failed 0
+thp_deferred_split_page 255
+thp_split_pmd 255
+thp_scan_exceed_none_pte 0
+thp_scan_exceed_swap_pte 0
+thp_scan_exceed_share_pte 0
+thp_split_pud 0
+thp_zero_page_alloc 0
+thp_zero_page_alloc_failed 0
+thp_swpout 0
+thp_swpout_fallback 0
+balloon_inflate 0
+balloon_deflate 0
+balloon_migrate 0
+swap_ra 0
+swap_ra_hit 0
+ksm_swpin_copy 0
+cow_ksm 0
+zswpin 0
+zswpout 0
+direct_map_level2_splits 3
+direct_map_level3_splits 0
+nr_unstable 0
+"""
+THP_ENABLED_ALWAYS = "[always] madvise never\n"
+THP_ENABLED_MADVISE = "always [madvise] never\n"

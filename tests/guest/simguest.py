@@ -42,7 +42,17 @@ class SimGuest:
             "Active(file)": 100 * MIB,
             "Inactive(file)": 800 * MIB,
             "SReclaimable": 50 * MIB,
+            # As in MEMINFO_DEBIAN_6_1: every anonymous page on the LRU is mapped or shmem.
+            "Active(anon)": 1236 * k.KIB,
+            "Inactive(anon)": 84588 * k.KIB,
+            "AnonPages": 75380 * k.KIB,
         }
+        # Huge pages partly freed and waiting on the deferred split queue: their unmapped part
+        # is on the anon LRU but not in AnonPages; `pinned` of them cannot be split.
+        self.thp_held = 0
+        self.thp_pinned = 0
+        self.thp_deferred_split = 0
+        self.thp_split = 0
         self.refault_pages = 5211
         self.stall_us = 0
         self.writes: list[tuple[str, str]] = []  # (absolute path, text) per knob write
@@ -93,6 +103,24 @@ class SimGuest:
         self.memory["SwapTotal"] = self.memory["SwapFree"] = size
         self.write_files()
 
+    def partly_free_huge_pages(self, held: int, pinned: bool = False) -> None:
+        """A process released all but a little of huge pages holding `held` bytes in all."""
+        self.memory["Inactive(anon)"] += held
+        self.memory["MemFree"] -= held
+        self.thp_held += held
+        self.thp_pinned += held if pinned else 0
+        self.thp_deferred_split += held // (2 * MIB)
+        self.write_files()
+
+    def split_huge_pages(self) -> None:
+        """The deferred split shrinker: the freed part of each splittable huge page is free."""
+        freed = self.thp_held - self.thp_pinned
+        self.memory["Inactive(anon)"] -= freed
+        self.memory["MemFree"] += freed
+        self.thp_held = self.thp_pinned
+        self.thp_split += freed // (2 * MIB)
+        self.write_files()
+
     @property
     def reclaimable(self) -> int:
         m = self.memory
@@ -115,7 +143,10 @@ class SimGuest:
         if absolute.endswith("memory.reclaim"):
             self.reclaim(int(text.split(maxsplit=1)[0]))
         elif absolute.endswith("drop_caches"):
-            self.reclaim(self.memory["Active(file)"] + self.memory["Inactive(file)"])
+            if text in ("2", "3"):  # the shrinkers run: slab and the deferred split queue
+                self.split_huge_pages()
+            if text in ("1", "3"):  # the page cache
+                self.reclaim(self.memory["Active(file)"] + self.memory["Inactive(file)"])
 
     def write_files(self) -> None:
         """Print the counters as the kernel does, into the tree."""
@@ -124,12 +155,13 @@ class SimGuest:
             pattern = rf"^{re.escape(key)}:\s+\d+ kB$"
             meminfo = re.sub(pattern, f"{key}:  {value // 1024:>12} kB", meminfo, flags=re.M)
         self.root.write("/proc/meminfo", meminfo)
-        vmstat = re.sub(
-            r"^workingset_refault_file \d+$",
-            f"workingset_refault_file {self.refault_pages}",
-            k.VMSTAT_DEBIAN_6_1,
-            flags=re.M,
-        )
+        vmstat = k.VMSTAT_DEBIAN_6_1
+        for name, value in (
+            ("workingset_refault_file", self.refault_pages),
+            ("thp_deferred_split_page", self.thp_deferred_split),
+            ("thp_split_page", self.thp_split),
+        ):
+            vmstat = re.sub(rf"^{name} \d+$", f"{name} {value}", vmstat, flags=re.M)
         self.root.write("/proc/vmstat", vmstat)
         stat = k.STAT_DEBIAN_6_1.splitlines()
         stat[0] = "cpu  " + " ".join(str(self.cpu[c]) for c in _CPU_COLUMNS) + " 0 0"
@@ -161,6 +193,8 @@ class PolicyDriver:
 
     def tick(self) -> Decision:
         decision, self.state = self.policy.decide(self.sim.observe(), self.config, self.state)
+        if decision.split_huge_pages:
+            self.sim.split_huge_pages()
         if decision.drop_caches:
             self.sim.reclaim(self.sim.memory["Active(file)"] + self.sim.memory["Inactive(file)"])
         elif decision.reclaim_bytes:

@@ -13,7 +13,10 @@ from vmreclaim.guest.actions import (
     plan_reclaim,
     reclaim_cache,
     reclaim_memory,
+    restore_swappiness,
     set_reporting_order,
+    split_huge_pages,
+    swappiness_held_at_zero,
     write_control_file,
 )
 from vmreclaim.guest.observe.kernel import ReclaimInterface
@@ -22,14 +25,20 @@ from . import kernel_text as k
 
 MEMORY_RECLAIM = Path("sys/fs/cgroup/memory.reclaim")
 DROP_CACHES = Path("proc/sys/vm/drop_caches")
+SWAPPINESS = Path("proc/sys/vm/swappiness")
+SAVED_SWAPPINESS = Path("run/vmreclaim/swappiness.saved")
 
 
 class FakeWriter:
-    """Records (path under root, text) per write; raises the errno scripted for a write index."""
+    """Records (path under root, text) per write; raises the errno scripted for a write index.
+    With `through`, a write that succeeds also lands in the file, as the kernel's knob would."""
 
-    def __init__(self, root: Path, errors: dict[int, int] | None = None) -> None:
+    def __init__(
+        self, root: Path, errors: dict[int, int] | None = None, *, through: bool = False
+    ) -> None:
         self.root = root
         self.errors = errors or {}
+        self.through = through
         self.writes: list[tuple[Path, str]] = []
 
     def __call__(self, path: Path, text: str) -> None:
@@ -37,6 +46,15 @@ class FakeWriter:
         code = self.errors.get(len(self.writes) - 1)
         if code is not None:
             raise OSError(code, errno.errorcode[code])
+        if self.through:
+            path.write_text(text)
+
+
+def swappiness_file(root: Path, value: int) -> Path:
+    path = root / SWAPPINESS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{value}\n")
+    return path
 
 
 class FakeClock:
@@ -75,9 +93,28 @@ def test_plan_without_key_and_without_swap_uses_plain_memory_reclaim():
     assert (plan.method, plan.swappiness_key) == ("memory.reclaim", False)
 
 
-def test_plan_without_key_with_swap_falls_back_to_drop_caches():
+def test_plan_without_key_with_swap_holds_vm_swappiness_at_zero():
+    # Linux 5.19-6.10 with swap (WSL2's kernels): bounded reclaim, file pages only.
     plan = plan_reclaim(interface(swappiness_key=False), swap_active=True)
+    assert (plan.method, plan.swappiness_key, plan.hold_swappiness) == (
+        "memory.reclaim",
+        False,
+        True,
+    )
+
+
+def test_plan_without_key_with_swap_and_no_hold_falls_back_to_drop_caches():
+    plan = plan_reclaim(interface(swappiness_key=False), swap_active=True, hold_swappiness=False)
     assert plan.method == "drop_caches"
+
+
+def test_plan_without_key_with_swap_and_unreadable_swappiness_falls_back_to_drop_caches():
+    plan = plan_reclaim(interface(swappiness_key=False, vm_swappiness=None), swap_active=True)
+    assert plan.method == "drop_caches"
+
+
+def test_plan_with_the_key_needs_no_hold():
+    assert not plan_reclaim(interface(), swap_active=True).hold_swappiness
 
 
 def test_plan_without_key_with_swap_but_vm_swappiness_0_uses_memory_reclaim():
@@ -187,11 +224,101 @@ def test_rejected_key_without_swap_retries_without_the_key(tmp_path):
     assert (result.plan.method, result.plan.swappiness_key) == ("memory.reclaim", False)
 
 
-def test_rejected_key_with_swap_falls_back_to_drop_caches(tmp_path):
-    writer = FakeWriter(tmp_path, errors={0: errno.EINVAL})
+def test_rejected_key_with_swap_reclaims_with_vm_swappiness_held_at_zero(tmp_path):
+    swappiness_file(tmp_path, 60)
+    (tmp_path / MEMORY_RECLAIM).parent.mkdir(parents=True)
+    (tmp_path / MEMORY_RECLAIM).write_text("")
+    writer = FakeWriter(tmp_path, errors={0: errno.EINVAL}, through=True)
     result = reclaim_cache(tmp_path, 64 * k.MIB, interface(), swap_active=True, writer=writer)
+    assert writer.writes[1:] == [
+        (SWAPPINESS, "0"),
+        (MEMORY_RECLAIM, str(64 * k.MIB)),
+        (SWAPPINESS, "60"),
+    ]
+    assert result.plan.hold_swappiness
+
+
+def test_rejected_key_with_swap_and_no_swappiness_falls_back_to_drop_caches(tmp_path):
+    writer = FakeWriter(tmp_path, errors={0: errno.EINVAL})
+    bare = interface(vm_swappiness=None)
+    result = reclaim_cache(tmp_path, 64 * k.MIB, bare, swap_active=True, writer=writer)
     assert writer.writes[1] == (DROP_CACHES, "1")
     assert result.plan.method == "drop_caches"
+
+
+# vm.swappiness held at 0
+
+
+def test_hold_sets_zero_for_the_block_and_restores_the_value(tmp_path):
+    path = swappiness_file(tmp_path, 60)
+    writer = FakeWriter(tmp_path, through=True)
+    with swappiness_held_at_zero(tmp_path, writer=writer):
+        assert path.read_text() == "0"
+        assert (tmp_path / SAVED_SWAPPINESS).read_text() == "60\n"
+    assert path.read_text() == "60"
+    assert not (tmp_path / SAVED_SWAPPINESS).exists()
+
+
+def test_hold_restores_the_value_when_the_block_raises(tmp_path):
+    path = swappiness_file(tmp_path, 35)
+    writer = FakeWriter(tmp_path, through=True)
+    with pytest.raises(RuntimeError), swappiness_held_at_zero(tmp_path, writer=writer):
+        raise RuntimeError("reclaim failed")
+    assert path.read_text() == "35"
+
+
+def test_hold_at_zero_already_writes_nothing(tmp_path):
+    swappiness_file(tmp_path, 0)
+    writer = FakeWriter(tmp_path, through=True)
+    with swappiness_held_at_zero(tmp_path, writer=writer):
+        pass
+    assert writer.writes == []
+
+
+def test_hold_keeps_a_value_someone_else_set_meanwhile(tmp_path):
+    path = swappiness_file(tmp_path, 60)
+    writer = FakeWriter(tmp_path, through=True)
+    with swappiness_held_at_zero(tmp_path, writer=writer):
+        path.write_text("10\n")
+    assert path.read_text() == "10\n"
+    assert writer.writes == [(SWAPPINESS, "0")]
+
+
+def test_hold_without_vm_swappiness_says_what_is_missing(tmp_path):
+    with pytest.raises(MissingDependencyError), swappiness_held_at_zero(tmp_path):
+        pass
+
+
+def test_a_hold_left_by_a_killed_agent_is_undone_at_the_next_start(tmp_path):
+    path = swappiness_file(tmp_path, 0)
+    (tmp_path / SAVED_SWAPPINESS).parent.mkdir(parents=True)
+    (tmp_path / SAVED_SWAPPINESS).write_text("60\n")
+    assert restore_swappiness(tmp_path, writer=FakeWriter(tmp_path, through=True)) == 60
+    assert path.read_text() == "60"
+    assert not (tmp_path / SAVED_SWAPPINESS).exists()
+
+
+def test_a_saved_value_is_forgotten_when_someone_changed_swappiness_since(tmp_path):
+    path = swappiness_file(tmp_path, 30)
+    (tmp_path / SAVED_SWAPPINESS).parent.mkdir(parents=True)
+    (tmp_path / SAVED_SWAPPINESS).write_text("60\n")
+    assert restore_swappiness(tmp_path) is None
+    assert path.read_text() == "30\n"
+    assert not (tmp_path / SAVED_SWAPPINESS).exists()
+
+
+def test_nothing_to_restore_without_a_saved_value(tmp_path):
+    swappiness_file(tmp_path, 0)
+    assert restore_swappiness(tmp_path) is None
+
+
+# splitting partly freed huge pages
+
+
+def test_split_huge_pages_runs_the_shrinkers_without_dropping_page_cache(tmp_path):
+    writer = FakeWriter(tmp_path)
+    split_huge_pages(tmp_path, writer=writer)
+    assert writer.writes == [(DROP_CACHES, "2")]
 
 
 def test_reclaim_cache_with_no_method_says_what_is_missing(tmp_path):

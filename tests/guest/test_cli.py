@@ -52,6 +52,7 @@ def test_status_json_of_a_healthy_qemu_guest(debian, capsys):
 def test_status_json_has_stable_top_level_keys(debian, capsys):
     assert sorted(status_json(debian, capsys)) == [
         "free",
+        "huge_pages",
         "incomplete",
         "kernel",
         "memory",
@@ -104,7 +105,19 @@ def test_status_of_a_hyper_v_guest(tmp_path, capsys):
     assert document["reporting"]["path"] == "hv-balloon"
     assert document["reporting"]["negotiated"] is None
     assert document["reporting"]["order"] == 5
-    # Linux 6.6 with swap on: memory.reclaim could swap, so reclaim drops clean cache instead
+    # Linux 6.6 with swap on: memory.reclaim has no swappiness= key, so vm.swappiness is held
+    # at 0 while it runs
+    assert document["reclaim"]["method"] == "memory.reclaim"
+    assert document["reclaim"]["holds_swappiness"] is True
+    assert problem_codes(document) == ["hv-reporting-unknown"]
+
+
+def test_status_of_a_swap_on_guest_without_vm_swappiness_says_reclaim_drops_all_cache(
+    tmp_path, capsys
+):
+    root = wsl2_guest(tmp_path)
+    root.remove("/proc/sys/vm/swappiness")
+    document = status_json(root, capsys)
     assert document["reclaim"]["method"] == "drop_caches"
     assert problem_codes(document) == ["hv-reporting-unknown", "no-swappiness-key"]
 

@@ -12,13 +12,14 @@ import errno
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from vmreclaim.errors import MissingDependencyError, UsageError, VmreclaimError
-from vmreclaim.guest.observe._files import under
+from vmreclaim.guest.observe._files import read_int, read_text, under
 from vmreclaim.guest.observe.kernel import ReclaimInterface
 from vmreclaim.guest.observe.reporting import MAX_BUDDY_ORDER, PAGE_REPORTING_ORDER_FILE
 
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 MEMORY_RECLAIM_FILE = "/sys/fs/cgroup/memory.reclaim"
 DROP_CACHES_FILE = "/proc/sys/vm/drop_caches"
 COMPACT_MEMORY_FILE = "/proc/sys/vm/compact_memory"
+SWAPPINESS_FILE = "/proc/sys/vm/swappiness"
+# vm.swappiness as it was before a hold, while the hold lasts: an agent killed during a hold
+# (SIGKILL, the OOM killer) leaves it at 0, and the next one to start puts it back from here.
+SAVED_SWAPPINESS_FILE = "/run/vmreclaim/swappiness.saved"
 
 # One memory.reclaim write runs until the kernel has reclaimed the whole amount or given up, and
 # WSL2 users report hangs and RCU stalls in long ones: 256 MiB per write (WSL2's smallest step)
@@ -34,6 +39,11 @@ COMPACT_MEMORY_FILE = "/proc/sys/vm/compact_memory"
 MAX_RECLAIM_WRITE_BYTES = 256 << 20
 DEFAULT_TIME_LIMIT_S = 30.0
 DROP_PAGE_CACHE = 1  # drop_caches value: clean page cache only; 3 adds dentries and inodes
+# drop_caches value 2 runs every shrinker (drop_slab()), the deferred split shrinker among them,
+# without touching the page cache: on 64-bit kernels since 5.16 an inode that still has page
+# cache is kept off the inode LRU (mapping_shrinkable(), "vfs: keep inodes with page cache off
+# the inode shrinker LRU"), so freeing inodes frees no cached file data.
+DROP_SLAB = 2
 
 ControlWriter = Callable[[Path, str], None]
 ReclaimMethod = Literal["memory.reclaim", "drop_caches", "none"]
@@ -84,32 +94,58 @@ class ReclaimPlan:
     method: ReclaimMethod
     swappiness_key: bool  # append " swappiness=0" to each memory.reclaim write
     reason: str
+    hold_swappiness: bool = False  # vm.swappiness at 0 for the writes (swappiness_held_at_zero)
+
+
+def _bounded_plan(
+    interface: ReclaimInterface, swap_active: bool, allow_swap: bool, hold_swappiness: bool
+) -> ReclaimPlan | None:
+    """Cases 1-3 of plan_reclaim: memory.reclaim, where it can take file pages only."""
+    if interface.swappiness_key:
+        return ReclaimPlan("memory.reclaim", True, "memory.reclaim with swappiness=0")
+    if not swap_active:
+        return ReclaimPlan("memory.reclaim", False, "no swap is active: reclaim takes cache")
+    if interface.vm_swappiness == 0:
+        return ReclaimPlan("memory.reclaim", False, "vm.swappiness is 0: file pages only")
+    if allow_swap:
+        return ReclaimPlan("memory.reclaim", False, "swapping anonymous memory is allowed")
+    if hold_swappiness and interface.vm_swappiness is not None:
+        return ReclaimPlan(
+            "memory.reclaim",
+            False,
+            "swap is on and memory.reclaim has no swappiness= key: vm.swappiness held at 0 "
+            "during the writes, file pages only",
+            hold_swappiness=True,
+        )
+    return None
 
 
 def plan_reclaim(
-    interface: ReclaimInterface, swap_active: bool, allow_swap: bool = False
+    interface: ReclaimInterface,
+    swap_active: bool,
+    allow_swap: bool = False,
+    hold_swappiness: bool = True,
 ) -> ReclaimPlan:
     """Pick the reclaim method that frees page cache without pushing anonymous memory to swap.
 
     1. memory.reclaim with " swappiness=0" where the kernel takes the key (6.11+).
     2. memory.reclaim without the key where it cannot swap anyway: no swap is active, or
        vm.swappiness is 0 (the root cgroup v2 uses vm.swappiness, and cgroup reclaim with
-       swappiness 0 scans file pages only: get_scan_count() in mm/vmscan.c), or `allow_swap`.
-    3. Otherwise, when swap is on and the key is missing (5.19-6.10 with swap): drop_caches=1. It
-       never touches anonymous memory, but it cannot be bounded: it drops all clean page cache,
-       hot files included. Refusing would leave the cache on the host forever; pushing anon to
-       swap would trade host memory for guest stalls without the user asking for it.
-    4. No memory.reclaim at all (cgroup v1, kernels before 5.19): drop_caches=1, same caveat.
+       swappiness 0 scans file pages only: get_scan_count() in mm/vmscan.c, and MGLRU's
+       isolate_folios() likewise), or `allow_swap`.
+    3. Swap on and no key (5.19-6.10 with swap, WSL2's kernels): memory.reclaim with
+       vm.swappiness held at 0 for the writes (`hold_swappiness`), which is case 2 made to
+       hold. Without the hold the kernel takes anonymous pages too as soon as its file-only
+       shortcut (cache_trim_mode) lapses: see the measurements in the README.
+    4. Otherwise drop_caches=1. It never touches anonymous memory, but it cannot be bounded:
+       it drops all clean page cache, hot files included. Refusing would leave the cache on the
+       host forever; pushing anon to swap would trade host memory for guest stalls without the
+       user asking for it. The same holds without memory.reclaim (cgroup v1, before 5.19).
     """
     if interface.memory_reclaim:
-        if interface.swappiness_key:
-            return ReclaimPlan("memory.reclaim", True, "memory.reclaim with swappiness=0")
-        if not swap_active:
-            return ReclaimPlan("memory.reclaim", False, "no swap is active: reclaim takes cache")
-        if interface.vm_swappiness == 0:
-            return ReclaimPlan("memory.reclaim", False, "vm.swappiness is 0: file pages only")
-        if allow_swap:
-            return ReclaimPlan("memory.reclaim", False, "swapping anonymous memory is allowed")
+        bounded = _bounded_plan(interface, swap_active, allow_swap, hold_swappiness)
+        if bounded is not None:
+            return bounded
         reason = "memory.reclaim has no swappiness= key here and swap is on"
     elif interface.cgroup_mode == "unified":
         reason = "the root cgroup has no memory.reclaim (Linux 5.19+)"
@@ -139,6 +175,7 @@ def reclaim_memory(
     amount_bytes: int,
     *,
     swappiness_key: bool,
+    hold_swappiness: bool = False,
     page_size: int = 4096,
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     clock: Callable[[], float] = time.monotonic,
@@ -148,8 +185,20 @@ def reclaim_memory(
 
     Stops when done, on EAGAIN (the kernel could not reclaim a whole write: partial success), when
     `time_limit_s` has passed between writes, or on EINVAL for the swappiness key ("key-rejected":
-    the kernel lacks it, whatever its version says; the caller re-plans).
+    the kernel lacks it, whatever its version says; the caller re-plans). `hold_swappiness`:
+    vm.swappiness is 0 while the writes run.
     """
+    if hold_swappiness:
+        with swappiness_held_at_zero(root, writer=writer):
+            return reclaim_memory(
+                root,
+                amount_bytes,
+                swappiness_key=swappiness_key,
+                page_size=page_size,
+                time_limit_s=time_limit_s,
+                clock=clock,
+                writer=writer,
+            )
     plan = ReclaimPlan("memory.reclaim", swappiness_key, "memory.reclaim")
     path = under(root, MEMORY_RECLAIM_FILE)
     suffix = " swappiness=0" if swappiness_key else ""
@@ -227,6 +276,7 @@ def reclaim_cache(
         root,
         amount_bytes,
         swappiness_key=plan.swappiness_key,
+        hold_swappiness=plan.hold_swappiness,
         page_size=page_size,
         time_limit_s=time_limit_s,
         clock=clock,
@@ -247,6 +297,97 @@ def reclaim_cache(
             writer=writer,
         )
     return dataclasses.replace(result, plan=plan)
+
+
+@contextmanager
+def swappiness_held_at_zero(
+    root: Path, *, writer: ControlWriter = write_control_file
+) -> Iterator[None]:
+    """vm.swappiness at 0 within the block, then back to what it was.
+
+    For kernels whose memory.reclaim has no swappiness= key: the root cgroup's reclaim reads
+    vm.swappiness, and at 0 it scans file pages only (get_scan_count(): cgroup reclaim with
+    swappiness 0 is SCAN_FILE). While the hold lasts, the kernel's own reclaim (kswapd, direct
+    reclaim) prefers file pages too; it still swaps to avoid an OOM kill. The value before the
+    hold is kept in SAVED_SWAPPINESS_FILE until it is restored (restore_swappiness). If someone
+    else set vm.swappiness during the hold, theirs is kept.
+    """
+    path = under(root, SWAPPINESS_FILE)
+    before = read_int(root, SWAPPINESS_FILE)
+    if before is None:
+        raise MissingDependencyError(
+            f"cannot read {path}", hint="run the agent in the VM itself, with /proc mounted"
+        )
+    if before == 0:
+        yield
+        return
+    saved = under(root, SAVED_SWAPPINESS_FILE)
+    try:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(f"{before}\n", encoding="ascii")
+    except OSError as err:
+        log.debug("cannot keep vm.swappiness in %s: %s", saved, err)
+    _write(writer, path, "0", "the kernel lacks vm.swappiness")
+    try:
+        yield
+    finally:
+        _restore(root, before, writer)
+
+
+def _restore(root: Path, value: int, writer: ControlWriter) -> None:
+    """Put vm.swappiness back to `value` if it is still our 0; forget the saved value."""
+    now = read_int(root, SWAPPINESS_FILE)
+    if now == 0:
+        try:
+            writer(under(root, SWAPPINESS_FILE), str(value))
+        except OSError as err:
+            log.warning("could not restore vm.swappiness to %d: %s", value, err)
+            return
+    else:
+        log.warning("vm.swappiness became %s during a hold at 0; left as it is", now)
+    under(root, SAVED_SWAPPINESS_FILE).unlink(missing_ok=True)
+
+
+def restore_swappiness(root: Path, *, writer: ControlWriter = write_control_file) -> int | None:
+    """Undo a hold that an agent killed mid-write left behind; the value restored, or None."""
+    text = read_text(root, SAVED_SWAPPINESS_FILE)
+    if text is None:
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        under(root, SAVED_SWAPPINESS_FILE).unlink(missing_ok=True)
+        return None
+    if read_int(root, SWAPPINESS_FILE) != 0:
+        under(root, SAVED_SWAPPINESS_FILE).unlink(missing_ok=True)
+        return None
+    log.warning("vm.swappiness was left at 0 by a reclaim that did not finish: restoring %d", value)
+    _restore(root, value, writer)
+    return value
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    elapsed_s: float
+
+
+def split_huge_pages(
+    root: Path,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    writer: ControlWriter = write_control_file,
+) -> SplitResult:
+    """Split the huge pages that processes partly freed, so their free part becomes free memory.
+
+    The kernel splits them from the deferred split shrinker, which runs under memory pressure
+    only. A kernel without CONFIG_SHRINKER_DEBUG (Debian's) offers no way to run that shrinker
+    alone: drop_caches=2 runs every shrinker. It keeps the page cache (see DROP_SLAB) and costs
+    the unused dentries and inodes, which path lookups rebuild from the cached inode tables,
+    and the shadow entries that detect refaults of files already evicted.
+    """
+    start = clock()
+    _write(writer, under(root, DROP_CACHES_FILE), str(DROP_SLAB), "the kernel lacks drop_caches")
+    return SplitResult(clock() - start)
 
 
 @dataclass(frozen=True)

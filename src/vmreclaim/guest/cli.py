@@ -13,7 +13,11 @@ from pathlib import Path
 
 from vmreclaim.errors import UsageError
 from vmreclaim.guest import oneshot, status
-from vmreclaim.guest.actions import DEFAULT_TIME_LIMIT_S, check_reporting_order
+from vmreclaim.guest.actions import (
+    DEFAULT_TIME_LIMIT_S,
+    check_reporting_order,
+    restore_swappiness,
+)
 from vmreclaim.guest.config import load_settings
 from vmreclaim.guest.daemon import Agent, stop_on_signals
 from vmreclaim.guest.observe import observe
@@ -181,6 +185,7 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, args.policy, _seconds(args.interval, "--interval"))
     duration_s = _seconds(args.duration, "--duration")
     require_root(args.root, os.geteuid(), command="run")
+    restore_swappiness(args.root)
     if args.root == Path("/"):
         # Only for the real kernel: a test pointing --root at a fake tree keeps its priority.
         lower_priority()

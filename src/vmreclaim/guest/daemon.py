@@ -25,10 +25,12 @@ from vmreclaim.guest.actions import (
     CompactResult,
     ControlWriter,
     ReclaimResult,
+    SplitResult,
     compact_memory,
     drop_caches,
     plan_reclaim,
     reclaim_cache,
+    split_huge_pages,
     write_control_file,
 )
 from vmreclaim.guest.config import AgentConfig, describe
@@ -68,6 +70,7 @@ class TickReport:
     compaction: CompactResult | None = None
     after: Observation | None = None
     errors: tuple[str, ...] = ()
+    split: SplitResult | None = None
 
     @property
     def reclaimed_bytes(self) -> int | None:
@@ -171,8 +174,13 @@ class Agent:
         return report
 
     def _act(self, obs: Observation, decision: Decision) -> TickReport:
-        reclaim = compaction = None
+        reclaim = compaction = split = None
         errors = []
+        if decision.split_huge_pages:
+            try:
+                split = split_huge_pages(self.root, clock=self._clock, writer=self._writer)
+            except VmreclaimError as err:
+                errors.append(f"splitting huge pages failed: {err.message}")
         try:
             if decision.drop_caches:
                 reclaim = drop_caches(
@@ -200,10 +208,24 @@ class Agent:
         elif decision.compact:
             log.debug("not compacting: /proc/sys/vm/compact_memory is missing")
         after = observe(self.root, self._clock, self.page_size)
-        return TickReport(obs, decision, reclaim, compaction, after, tuple(errors))
+        return TickReport(obs, decision, reclaim, compaction, after, tuple(errors), split)
 
     def _log_actions(self, report: TickReport) -> None:
         why = report.decision.reason
+        if report.split is not None:
+            held = report.before.huge_pages.partly_freed_bytes
+            left = report.after.huge_pages.partly_freed_bytes if report.after else None
+            free = report.before.memory.free_bytes
+            free_after = report.after.memory.free_bytes if report.after else None
+            log.info(
+                "split huge pages: held %s -> %s, free %s -> %s in %.2f s; why: %s",
+                _size(held),
+                _size(left),
+                _size(free),
+                _size(free_after),
+                report.split.elapsed_s,
+                report.decision.split_reason,
+            )
         result = report.reclaim
         if result is not None:
             before = report.before.reclaimable_cache_bytes

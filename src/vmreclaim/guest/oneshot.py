@@ -1,7 +1,8 @@
 """`vmreclaim guest reclaim`: one shot of reclaim down to a floor, then compaction, measured.
 
-`reclaim_once` observes, reclaims, compacts and observes again; the report says what was freed
-and how free memory moved between reportable and unreportable blocks.
+`reclaim_once` observes, splits the huge pages processes partly freed, reclaims, compacts and
+observes again; the report says what was freed and how free memory moved between reportable and
+unreportable blocks.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from vmreclaim.guest.actions import (
     CompactResult,
     ControlWriter,
     ReclaimResult,
+    SplitResult,
     compact_memory,
     reclaim_cache,
+    restore_swappiness,
     set_reporting_order,
+    split_huge_pages,
     write_control_file,
 )
 from vmreclaim.guest.observe import FreeSplit, Observation, observe
@@ -32,6 +36,9 @@ log = logging.getLogger(__name__)
 # WSL2's gradual mode stops at 128 MiB of reclaimable cache: enough for the files every process
 # keeps touching (libc, the shell, the agent itself) so that reclaim does not cause refaults.
 DEFAULT_KEEP_BYTES = 128 << 20
+# Split partly freed huge pages when they hold more than this: a few MiB of anonymous pages are
+# always in flight between the per-CPU batches and the LRU, which the measure counts too.
+SPLIT_MIN_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class OneShotReport:
     reclaim: ReclaimResult | None  # None: the cache was already at or below keep_bytes
     compaction: CompactResult | None  # None: the kernel cannot compact
     reporting_order: int | None  # the order set before compacting, if asked to
+    split: SplitResult | None = None  # None: too little held in partly freed huge pages
 
     @property
     def reclaimed_bytes(self) -> int | None:
@@ -62,7 +70,9 @@ def reclaim_once(
     clock: Callable[[], float] = time.monotonic,
     writer: ControlWriter = write_control_file,
 ) -> OneShotReport:
-    """Reclaim cache down to `keep_bytes`, set the reporting order if given, then compact."""
+    """Split partly freed huge pages, reclaim cache down to `keep_bytes`, set the reporting order
+    if given, then compact."""
+    restore_swappiness(root)
     before = observe(root, clock, page_size)
     cache = before.reclaimable_cache_bytes
     if cache is None:
@@ -71,6 +81,11 @@ def reclaim_once(
             + ", ".join(before.memory.missing or ("everything",)),
             hint="run this inside a Linux guest with /proc mounted",
         )
+    split = None
+    held = before.huge_pages.partly_freed_bytes
+    if held is not None and held >= SPLIT_MIN_BYTES and before.reclaim.drop_caches:
+        split = split_huge_pages(root, clock=clock, writer=writer)
+        log.info("split huge pages holding %s in %.2f s", format_size(held), split.elapsed_s)
     result = None
     if cache > keep_bytes:
         result = reclaim_cache(
@@ -99,7 +114,7 @@ def reclaim_once(
     else:
         log.warning("not compacting: /proc/sys/vm/compact_memory is missing")
     after = observe(root, clock, page_size)
-    return OneShotReport(keep_bytes, before, after, result, compaction, reporting_order)
+    return OneShotReport(keep_bytes, before, after, result, compaction, reporting_order, split)
 
 
 def _free(split: FreeSplit | None) -> dict[str, int] | None:
@@ -136,6 +151,11 @@ def render_json(report: OneShotReport) -> str:
             "elapsed_s": round(result.elapsed_s, 3),
         },
         "compacted": report.compaction is not None,
+        "partly_freed_huge_page_bytes": {
+            "before": report.before.huge_pages.partly_freed_bytes,
+            "after": report.after.huge_pages.partly_freed_bytes,
+        },
+        "split_huge_pages": report.split is not None,
         "reporting_order": report.reporting_order,
     }
     return json.dumps(document, indent=2, sort_keys=True)
@@ -159,6 +179,12 @@ def render_text(report: OneShotReport) -> str:
             f"reclaim: {result.plan.method}{key}, {result.writes} write(s), stopped: "
             f"{result.stop}, {result.elapsed_s:.1f} s ({result.plan.reason})"
         ]
+    held = _change(
+        before.huge_pages.partly_freed_bytes, after.huge_pages.partly_freed_bytes
+    )
+    if report.split is not None:
+        lines.append(f"huge pages split: {report.split.elapsed_s:.1f} s")
+    lines.append(f"held in partly freed huge pages: {held}")
     reclaimed = report.reclaimed_bytes
     cache = _change(before.reclaimable_cache_bytes, after.reclaimable_cache_bytes)
     lines.append(f"reclaimed: {'unknown' if reclaimed is None else format_size(reclaimed)}")

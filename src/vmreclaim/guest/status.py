@@ -16,6 +16,9 @@ from vmreclaim.units import format_size
 
 JSON_SCHEMA_VERSION = 1
 QEMU_FPR = "-device virtio-balloon-pci,free-page-reporting=on"
+# Memory held in partly freed huge pages that is worth a line of its own (the agent's
+# adaptive policy splits them from thp_split_min_bytes, the same 64 MiB).
+THP_HELD_PROBLEM_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -88,9 +91,9 @@ def _reclaim_problems(obs: Observation) -> list[Problem]:
         problems.append(
             Problem(
                 "no-swappiness-key",
-                "memory.reclaim takes no swappiness= key before Linux 6.11 and swap is on: "
-                "reclaim drops all clean cache (drop_caches=1) to keep anonymous memory out of "
-                "swap; set vm.swappiness=0 or use Linux 6.11+ for bounded reclaim",
+                "memory.reclaim takes no swappiness= key before Linux 6.11, swap is on and "
+                "vm.swappiness cannot be read: reclaim drops all clean cache (drop_caches=1) "
+                "to keep anonymous memory out of swap; use Linux 6.11+ for bounded reclaim",
             )
         )
     if plan.method == "none":
@@ -106,9 +109,23 @@ def _reclaim_problems(obs: Observation) -> list[Problem]:
     return problems
 
 
+def _huge_page_problems(obs: Observation) -> list[Problem]:
+    held = obs.huge_pages.partly_freed_bytes
+    if held is None or held < THP_HELD_PROBLEM_BYTES:
+        return []
+    return [
+        Problem(
+            "thp-held",
+            f"{format_size(held)} is held in huge pages that processes partly freed: free "
+            "page reporting cannot return it until the kernel splits them; "
+            "`vmreclaim guest reclaim` or the agent (adaptive) splits them and compacts",
+        )
+    ]
+
+
 def diagnose(obs: Observation) -> tuple[Problem, ...]:
     """Every problem the observation shows, most important (the reporting path) first."""
-    problems = _reporting_problems(obs) + _reclaim_problems(obs)
+    problems = _reporting_problems(obs) + _reclaim_problems(obs) + _huge_page_problems(obs)
     if obs.memory_pressure is None:
         problems.append(
             Problem(
@@ -160,6 +177,9 @@ def render_text(obs: Observation, problems: tuple[Problem, ...]) -> str:
             )
         )
         rows.append(("free, unreportable", format_size(obs.free.unreportable_bytes)))
+    thp = obs.huge_pages
+    rows.append(("transparent huge pages", thp.mode or "not in this kernel"))
+    rows.append(("held in partly freed huge pages", _size(thp.partly_freed_bytes)))
     negotiated = {True: "negotiated", False: "not negotiated", None: "unknown"}[path.negotiated]
     default = " (default)" if path.order_is_default else ""
     rows.append(("reporting", f"{path.kind}, {negotiated}, order {path.order}{default}"))
@@ -224,6 +244,13 @@ def _status_document(obs: Observation, problems: tuple[Problem, ...]) -> dict[st
             "compact_memory": obs.reclaim.compact_memory,
             "method": plan.method,
             "method_reason": plan.reason,
+            "holds_swappiness": plan.hold_swappiness,
+        },
+        "huge_pages": {
+            "mode": obs.huge_pages.mode,
+            "partly_freed_bytes": obs.huge_pages.partly_freed_bytes,
+            "deferred_splits": obs.huge_pages.deferred_splits,
+            "splits": obs.huge_pages.splits,
         },
         "psi": {"memory": obs.memory_pressure is not None, "io": obs.io_pressure is not None},
         "problems": [{"code": p.code, "message": p.message} for p in problems],

@@ -13,12 +13,14 @@ from vmreclaim.guest.observe.memory import MemInfo, VmStat
 from vmreclaim.guest.observe.pressure import Pressure, PressureLine
 from vmreclaim.guest.observe.reporting import ReportingPath, VirtioBalloon
 from vmreclaim.guest.observe.snapshot import Observation, observe
+from vmreclaim.guest.observe.thp import HugePages
 
 __all__ = [
     "BuddyInfo",
     "BuddyZone",
     "CpuTimes",
     "FreeSplit",
+    "HugePages",
     "KernelRelease",
     "MemInfo",
     "Observation",

@@ -16,6 +16,8 @@ _MEMINFO_KEYS = (
     ("buffers_bytes", "Buffers"),
     ("cached_bytes", "Cached"),
     ("anon_bytes", "AnonPages"),
+    ("active_anon_bytes", "Active(anon)"),
+    ("inactive_anon_bytes", "Inactive(anon)"),
     ("active_file_bytes", "Active(file)"),
     ("inactive_file_bytes", "Inactive(file)"),
     ("shmem_bytes", "Shmem"),
@@ -25,6 +27,7 @@ _MEMINFO_KEYS = (
     ("unreclaimable_slab_bytes", "SUnreclaim"),
     ("swap_total_bytes", "SwapTotal"),
     ("swap_free_bytes", "SwapFree"),
+    ("swap_cached_bytes", "SwapCached"),
 )
 
 
@@ -40,7 +43,9 @@ class MemInfo:
     available_bytes: int | None
     buffers_bytes: int | None
     cached_bytes: int | None
-    anon_bytes: int | None
+    anon_bytes: int | None  # mapped anonymous pages (NR_ANON_MAPPED)
+    active_anon_bytes: int | None  # anonymous and shmem pages on the LRU, whole folios
+    inactive_anon_bytes: int | None
     active_file_bytes: int | None
     inactive_file_bytes: int | None
     shmem_bytes: int | None
@@ -50,6 +55,7 @@ class MemInfo:
     unreclaimable_slab_bytes: int | None
     swap_total_bytes: int | None
     swap_free_bytes: int | None
+    swap_cached_bytes: int | None
     missing: tuple[str, ...]
 
     @property
@@ -65,6 +71,37 @@ class MemInfo:
         if self.file_cache_bytes is None or self.reclaimable_slab_bytes is None:
             return None
         return self.file_cache_bytes + self.reclaimable_slab_bytes
+
+    @property
+    def swap_used_bytes(self) -> int | None:
+        if self.swap_total_bytes is None or self.swap_free_bytes is None:
+            return None
+        return self.swap_total_bytes - self.swap_free_bytes
+
+    @property
+    def unmapped_anon_bytes(self) -> int | None:
+        """Anonymous memory on the LRU that no process maps: Active(anon) + Inactive(anon) -
+        AnonPages - Shmem - SwapCached, at least 0.
+
+        The LRU counts a transparent huge page as all its 512 pages until it is split, while
+        AnonPages counts only the pages still mapped. A huge page that a process partly
+        released (madvise(DONTNEED) or munmap of less than 2 MiB) waits whole on the deferred
+        split queue, so this is the memory held that way, give or take pages in flight between
+        per-CPU batches and the LRU. Shmem sits on the anon LRU too, and so does swap cache; the
+        part of the swap cache that is mapped is subtracted twice, so with swap in use this
+        errs low.
+        """
+        parts = (
+            self.active_anon_bytes,
+            self.inactive_anon_bytes,
+            self.anon_bytes,
+            self.shmem_bytes,
+            self.swap_cached_bytes,
+        )
+        if any(part is None for part in parts):
+            return None
+        active, inactive, mapped, shmem, swap_cached = (part or 0 for part in parts)
+        return max(0, active + inactive - mapped - shmem - swap_cached)
 
     @property
     def swap_active(self) -> bool:
@@ -123,10 +160,17 @@ class VmStat:
     compact_stall: int | None
     drop_pagecache: int | None  # times someone wrote drop_caches
     missing: tuple[str, ...]
+    # Transparent huge pages: absent on kernels built without CONFIG_TRANSPARENT_HUGEPAGE, which
+    # is a kind of kernel, not unreadable data, so these are never named in `missing`.
+    thp_deferred_split_page: int | None = None  # huge pages queued when partly unmapped
+    thp_split_page: int | None = None  # huge pages split, whatever the cause
 
 
+_OPTIONAL_VMSTAT_FIELDS = ("thp_deferred_split_page", "thp_split_page")
 _VMSTAT_FIELDS = tuple(
-    field.name for field in dataclasses.fields(VmStat) if field.name != "missing"
+    field.name
+    for field in dataclasses.fields(VmStat)
+    if field.name != "missing" and field.name not in _OPTIONAL_VMSTAT_FIELDS
 )
 
 # Before Linux 5.9 only file pages had workingset detection, and their counters carried no suffix
@@ -153,6 +197,8 @@ def parse_vmstat(text: str) -> VmStat:
         if value is None:
             missing.append(name)
         found[name] = value
+    for name in _OPTIONAL_VMSTAT_FIELDS:
+        found[name] = counters.get(name)
     return VmStat(**found, missing=tuple(missing))
 
 

@@ -24,6 +24,7 @@ from vmreclaim.guest.observe.memory import (
 )
 from vmreclaim.guest.observe.pressure import Pressure, read_pressure
 from vmreclaim.guest.observe.reporting import ReportingPath, read_reporting_path
+from vmreclaim.guest.observe.thp import HugePages, huge_pages
 
 DEFAULT_PAGE_SIZE = 4096
 
@@ -58,6 +59,7 @@ class Observation:
     free: FreeSplit | None  # free memory split at reporting.order; None without buddyinfo
     reporting: ReportingPath
     reclaim: ReclaimInterface
+    huge_pages: HugePages
     incomplete: tuple[str, ...]
 
     def is_complete(self, *parts: str) -> bool:
@@ -138,5 +140,6 @@ def observe(
         free=free,
         reporting=reporting,
         reclaim=read_reclaim_interface(root, kernel),
+        huge_pages=huge_pages(root, memory, vmstat),
         incomplete=tuple(incomplete),
     )

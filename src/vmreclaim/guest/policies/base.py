@@ -32,7 +32,8 @@ REFAULT_PARTS = (f"{VMSTAT}.workingset_refault_file",)
 
 @dataclass(frozen=True)
 class Decision:
-    """What a policy wants done this tick. The daemon acts in this order: reclaim, then compact.
+    """What a policy wants done this tick. The daemon acts in this order: split partly freed
+    huge pages, reclaim, compact.
 
     reclaim_bytes: page cache to reclaim (0: none), by the method actions.plan_reclaim picks.
     drop_caches: write 3 to /proc/sys/vm/drop_caches instead (the WSL2 dropcache baseline).
@@ -40,6 +41,9 @@ class Decision:
     reason: one short line for people, e.g. "busy: 600 MiB inactive cache above the 180 MiB
         floor; reclaiming 256 MiB".
     compact_reason: why compact, where it differs from `reason` ("" otherwise).
+    split_huge_pages: run the deferred split shrinker, so that huge pages processes partly freed
+        give their free part back (actions.split_huge_pages).
+    split_reason: why split.
     """
 
     reclaim_bytes: int = 0
@@ -47,10 +51,12 @@ class Decision:
     compact: bool = False
     reason: str = ""
     compact_reason: str = ""
+    split_huge_pages: bool = False
+    split_reason: str = ""
 
     @property
     def acts(self) -> bool:
-        return self.reclaim_bytes > 0 or self.drop_caches or self.compact
+        return self.reclaim_bytes > 0 or self.drop_caches or self.compact or self.split_huge_pages
 
 
 def no_action(reason: str) -> Decision:
