@@ -10,8 +10,32 @@ from pathlib import Path
 import pytest
 
 
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def _foreign(pid: int) -> bool:
+    """True for a QEMU that another living process tree owns (an experiment run beside the
+    suite): its parent is alive and neither this process nor init. Ours, and orphans that a
+    dead parent left behind, are not foreign."""
+    parent = _parent(pid)
+    if parent in (0, 1):
+        return False
+    ancestor = parent
+    while ancestor not in (0, 1):
+        if ancestor == os.getpid():
+            return False
+        ancestor = _parent(ancestor)
+    return True
+
+
 def lab_qemu_pids() -> set[int]:
-    """PIDs of running lab QEMUs (they are named vmreclaim-lab on their command line)."""
+    """PIDs of running lab QEMUs (they are named vmreclaim-lab on their command line), leaving
+    out those that another process tree started and still owns."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -20,7 +44,8 @@ def lab_qemu_pids() -> set[int]:
             cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"qemu-system" in cmdline and b"vmreclaim-lab" in cmdline:
+        ours = b"qemu-system" in cmdline and b"vmreclaim-lab" in cmdline
+        if ours and not _foreign(int(entry.name)):
             pids.add(int(entry.name))
     return pids
 
