@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from vmreclaim.bench.measures import KEPT_CACHE_BYTES, excess_gib_s, measure, time_to_return
+from vmreclaim.bench.guestmem import GuestMemory
+from vmreclaim.bench.measures import (
+    KEPT_CACHE_BYTES,
+    HeapFreed,
+    SwapUse,
+    excess_gib_s,
+    measure,
+    returned_share,
+    time_to_return,
+)
 from vmreclaim.bench.recorder import NeedSample, Recording, Sample
+from vmreclaim.workloads.runtime_heap import HeapReport
 
 MIB = 1 << 20
 
@@ -78,3 +88,40 @@ def test_excess_by_phase_splits_the_whole_run() -> None:
     assert by_phase["build"] == pytest.approx(600 / 1024 * 15)
     assert by_phase["idle"] == 0.0
     assert sum(by_phase.values()) == pytest.approx(m.excess_gib_s)
+
+
+def test_returned_share_is_the_fall_over_the_window_as_a_share_of_what_was_freed() -> None:
+    samples = _samples([(t, 1000 if t < 10 else 1000 - 10 * min(t - 10, 30)) for t in range(60)])
+    # Down by 300 MiB 30 s after the free at 10 s, of 600 MiB freed.
+    assert returned_share(samples, 10, 600 * MIB, 30) == pytest.approx(0.5, abs=0.02)
+    assert returned_share(samples, 10, 100 * MIB, 30) == 1.0
+    assert returned_share(samples, 10, 0, 30) == 0.0
+
+
+def test_a_heap_that_stays_held_counts_as_not_returned() -> None:
+    recording = Recording(
+        samples=_samples([(t, 1200) for t in range(50)]),
+        phases=[("build", 4.0), ("free", 10.0)],
+    )
+    heap = HeapReport(
+        heap_bytes=1024 * MIB, freed_bytes=900 * MIB, held_bytes=890 * MIB, memfree_rise_bytes=0
+    )
+    end = GuestMemory(swap_used_bytes=0, swapped_out_pages=0, thp_held_bytes=880 * MIB)
+    m = measure(recording, heap=heap, guest_end=end)
+    assert m.heap == HeapFreed(
+        freed_bytes=900 * MIB,
+        held_bytes=890 * MIB,
+        returned_30_s_ratio=0.0,
+        thp_held_end_bytes=880 * MIB,
+    )
+    assert m.swap is None
+
+
+def test_swap_use_is_the_growth_over_the_run_when_the_scenario_has_swap() -> None:
+    recording = Recording(samples=_samples([(0, 500), (10, 500)]), phases=[("hot", 1.0)])
+    start = GuestMemory(swap_used_bytes=2 * MIB, swapped_out_pages=512, thp_held_bytes=0)
+    end = GuestMemory(swap_used_bytes=50 * MIB, swapped_out_pages=512 + 12800, thp_held_bytes=0)
+    m = measure(recording, guest_start=start, guest_end=end, swap=True)
+    assert m.swap == SwapUse(growth_bytes=48 * MIB, swapped_out_bytes=50 * MIB)
+    assert measure(recording, guest_start=start, guest_end=end).swap is None
+    assert m.heap is None

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from vmreclaim.bench import report
+from vmreclaim.bench.guestmem import GuestMemory
 from vmreclaim.bench.measures import measure
 from vmreclaim.bench.recorder import NeedSample, Recording, Sample
 from vmreclaim.bench.runner import RunResult
+from vmreclaim.workloads.runtime_heap import HeapReport
 
 MIB = 1 << 20
 
@@ -57,3 +60,46 @@ def test_the_table_shows_where_the_excess_accrued(tmp_path: Path) -> None:
     rest, build, idle = (float(cell) for cell in row.strip("|").split("|")[1:])
     assert build > idle > 0
     assert rest > 0
+
+
+def _measured(scenario: str, **kwargs: Any) -> RunResult:
+    recording = Recording(
+        samples=[Sample(t, 1000 * MIB, 0) for t in range(0, 50)],
+        needs=[NeedSample(0, 100 * MIB)],
+        phases=[("build", 4.0), ("free", 10.0)],
+    )
+    return RunResult(scenario, "reporting", "tcg", 5.0, recording, measure(recording, **kwargs), "")
+
+
+def test_swap_and_heap_columns_appear_only_in_the_scenarios_that_measure_them() -> None:
+    memory = GuestMemory(swap_used_bytes=0, swapped_out_pages=0, thp_held_bytes=700 * MIB)
+    heap = HeapReport(1024 * MIB, 900 * MIB, 890 * MIB, 0)
+    results = [
+        _measured("build-then-idle"),
+        _measured("busy-with-cold-cache-swap", guest_start=memory, guest_end=memory, swap=True),
+        _measured("thp-heap-freed", heap=heap, guest_end=memory),
+    ]
+    sections = report.markdown(results, {"command": "c", "machine": "m"}).split("### ")
+    plain, swap, thp = (
+        next(s for s in sections if s.startswith(name + "\n"))
+        for name in ("build-then-idle", "busy-with-cold-cache-swap", "thp-heap-freed")
+    )
+    assert "swap growth" not in plain
+    assert "heap freed" not in plain
+    assert "| swap growth (swapped out) |" in swap
+    assert "heap freed" not in swap
+    assert "| reporting |" in swap
+    assert "| 0 B (0 B) |" in swap
+    assert "| heap freed (held in huge pages) | heap back in 30 s |" in thp
+    assert "| 900.0 MiB (890.0 MiB) | 0 % | 700.0 MiB |" in thp
+
+
+def test_json_carries_the_heap_and_swap_measures(tmp_path: Path) -> None:
+    memory = GuestMemory(swap_used_bytes=3 * MIB, swapped_out_pages=0, thp_held_bytes=0)
+    results = [
+        _measured("busy-with-cold-cache-swap", guest_start=memory, guest_end=memory, swap=True)
+    ]
+    report.write(results, {"command": "c", "machine": "m"}, tmp_path)
+    measures = json.loads((tmp_path / "results.json").read_text())["runs"][0]["measures"]
+    assert measures["swap"] == {"growth_bytes": 0, "swapped_out_bytes": 0}
+    assert measures["heap"] is None

@@ -11,7 +11,13 @@ from pathlib import Path
 
 from vmreclaim.errors import UsageError
 
-_SCENARIOS = ("build-then-idle", "busy-with-cold-cache", "fragmented-free")
+_SCENARIOS = (
+    "build-then-idle",
+    "busy-with-cold-cache",
+    "fragmented-free",
+    "busy-with-cold-cache-swap",
+    "thp-heap-freed",
+)
 _CONTENDERS = ("no-reporting", "reporting", "wsl2-dropcache", "wsl2-gradual", "adaptive")
 
 

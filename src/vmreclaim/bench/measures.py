@@ -6,13 +6,19 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
+from vmreclaim.bench.guestmem import PAGE, GuestMemory
 from vmreclaim.bench.recorder import NeedSample, Recording, Sample
 from vmreclaim.guest.policies.gradual import GradualConfig
+from vmreclaim.workloads.runtime_heap import HeapReport
 
 GIB = float(1 << 30)
 # Reclaimable cache a guest keeps for libc, the shell and the agent: WSL2 gradual's floor, which
 # adaptive keeps too. What the host holds above rest plus this is what a policy should return.
 KEPT_CACHE_BYTES = GradualConfig().floor_bytes
+# How long after a runtime frees its heap the host should have it back: free page reporting
+# returns freed memory within 2 to 7 s in this lab (README, "Measured here"), so 30 s leaves a
+# policy time to act on what reporting alone cannot return.
+HEAP_RETURN_WINDOW_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,26 @@ class HotSet:
     mean_pass_seconds: float
     median_pass_seconds: float
     refaults: int
+
+
+@dataclass(frozen=True)
+class SwapUse:
+    growth_bytes: int
+    """Swap in use in the guest at the end minus at the start."""
+    swapped_out_bytes: int
+    """Written to swap over the run (/proc/vmstat pswpout)."""
+
+
+@dataclass(frozen=True)
+class HeapFreed:
+    freed_bytes: int
+    """What the runtime gave back to the guest's kernel."""
+    held_bytes: int
+    """Of that, what the guest still held in partly freed huge pages right after the free."""
+    returned_30_s_ratio: float
+    """The share of freed_bytes that left the host within HEAP_RETURN_WINDOW_S of the free."""
+    thp_held_end_bytes: int | None
+    """Held in partly freed huge pages in the guest at the run's end."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +71,10 @@ class Measures:
     hot: HotSet | None
     agent_cpu_ratio: float | None
     """The agent's CPU time over the run's wall time, in the guest (one CPU = 1.0)."""
+    swap: SwapUse | None
+    """Scenarios with swap: what went to swap over the run."""
+    heap: HeapFreed | None
+    """thp-heap-freed: what the runtime freed and what of it left the host."""
 
 
 def needed_at(needs: list[NeedSample], seconds: float) -> int | None:
@@ -100,6 +130,16 @@ def time_to_return(
     return None
 
 
+def returned_share(samples: list[Sample], start: float, freed_bytes: int, window: float) -> float:
+    """The host footprint's fall from just before `start` to `window` seconds after it, as a
+    share of `freed_bytes` (0 to 1). Both ends are 1 s means: samples come at 4 Hz."""
+    if freed_bytes <= 0:
+        return 0.0
+    before = mean_over(samples, start - 1.0, start)
+    after = mean_over(samples, start + window - 1.0, start + window)
+    return min(1.0, max(0.0, (before - after) / freed_bytes))
+
+
 def phase_start(recording: Recording, name: str) -> float | None:
     return next((start for phase, start in recording.phases if phase == name), None)
 
@@ -119,7 +159,13 @@ def measure(
     fragmented_bytes: int = 0,
     hot: HotSet | None = None,
     agent_cpu_ratio: float | None = None,
+    heap: HeapReport | None = None,
+    guest_start: GuestMemory | None = None,
+    guest_end: GuestMemory | None = None,
+    swap: bool = False,
 ) -> Measures:
+    """`heap`: the runtime's report of a free at the last phase's start. `guest_start` and
+    `guest_end`: the guest's own readings; its swap use is reported when `swap` is set."""
     samples = recording.samples
     if len(samples) < 2 or not recording.phases:
         raise ValueError("a recording needs samples and phases")
@@ -155,4 +201,28 @@ def measure(
         fragmented_returned_bytes=(peak - final) if fragmented_bytes else None,
         hot=hot,
         agent_cpu_ratio=agent_cpu_ratio,
+        swap=_swap_use(guest_start, guest_end) if swap else None,
+        heap=None if heap is None else _heap_freed(samples, last_phase, heap, guest_end),
+    )
+
+
+def _swap_use(start: GuestMemory | None, end: GuestMemory | None) -> SwapUse | None:
+    if start is None or end is None:
+        return None
+    return SwapUse(
+        growth_bytes=end.swap_used_bytes - start.swap_used_bytes,
+        swapped_out_bytes=(end.swapped_out_pages - start.swapped_out_pages) * PAGE,
+    )
+
+
+def _heap_freed(
+    samples: list[Sample], free_start: float, heap: HeapReport, end: GuestMemory | None
+) -> HeapFreed:
+    return HeapFreed(
+        freed_bytes=heap.freed_bytes,
+        held_bytes=heap.held_bytes,
+        returned_30_s_ratio=returned_share(
+            samples, free_start, heap.freed_bytes, HEAP_RETURN_WINDOW_S
+        ),
+        thp_held_end_bytes=None if end is None else end.thp_held_bytes,
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from vmreclaim.bench.contenders import CONTENDERS
+from vmreclaim.bench.measures import Measures
 from vmreclaim.bench.recorder import Recording
 from vmreclaim.bench.runner import RunResult
 from vmreclaim.units import format_size
@@ -116,7 +117,11 @@ def markdown(results: Sequence[RunResult], meta: dict[str, Any]) -> str:
             "| cold back | fragmented back | hot pass, median (refaults) | agent CPU |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
-        for name, result in _by(results, scenario).items():
+        runs = list(_by(results, scenario).values())
+        extra = _extra_columns(runs)
+        out[-2] += "".join(f" {header} |" for header, _ in extra)
+        out[-1] += " ---: |" * len(extra)
+        for result in runs:
             m = result.measures
             cold = "" if m.cold_returned_ratio is None else f"{100 * m.cold_returned_ratio:.0f} %"
             frag = (
@@ -127,16 +132,57 @@ def markdown(results: Sequence[RunResult], meta: dict[str, Any]) -> str:
             hot = "" if m.hot is None else f"{m.hot.median_pass_seconds:.2f} s ({m.hot.refaults})"
             cpu = "" if m.agent_cpu_ratio is None else f"{100 * m.agent_cpu_ratio:.1f} %"
             out.append(
-                f"| {name} | {m.excess_gib_s:.1f} | {format_size(m.peak_bytes)} "
+                f"| {result.contender} | {m.excess_gib_s:.1f} | {format_size(m.peak_bytes)} "
                 f"| {format_size(m.final_bytes)} | {format_size(m.reclaimable_bytes)} "
                 f"| {_seconds(m.returned_50_s)} "
                 f"| {_seconds(m.returned_90_s)} | {cold} | {frag} | {hot} | {cpu} |"
+                + "".join(f" {cell(m)} |" for _, cell in extra)
             )
-        out += ["", *_excess_by_phase(list(_by(results, scenario).values())), ""]
+        out += ["", *_excess_by_phase(runs), ""]
     verdicts = targets(results)
     if verdicts:
         out += ["### Targets", "", *verdicts, ""]
     return "\n".join(out)
+
+
+Column = tuple[str, Callable[[Measures], str]]
+
+
+def _swap_cell(m: Measures) -> str:
+    if m.swap is None:
+        return ""
+    return f"{format_size(m.swap.growth_bytes)} ({format_size(m.swap.swapped_out_bytes)})"
+
+
+def _heap_freed_cell(m: Measures) -> str:
+    if m.heap is None:
+        return ""
+    return f"{format_size(m.heap.freed_bytes)} ({format_size(m.heap.held_bytes)})"
+
+
+def _heap_back_cell(m: Measures) -> str:
+    return "" if m.heap is None else f"{100 * m.heap.returned_30_s_ratio:.0f} %"
+
+
+def _heap_end_cell(m: Measures) -> str:
+    if m.heap is None or m.heap.thp_held_end_bytes is None:
+        return ""
+    return format_size(m.heap.thp_held_end_bytes)
+
+
+def _extra_columns(runs: list[RunResult]) -> list[Column]:
+    """Columns only the scenarios that measure them get, so the others' tables stay as they
+    were: swap use, and a runtime's freed heap."""
+    columns: list[Column] = []
+    if any(r.measures.swap is not None for r in runs):
+        columns.append(("swap growth (swapped out)", _swap_cell))
+    if any(r.measures.heap is not None for r in runs):
+        columns += [
+            ("heap freed (held in huge pages)", _heap_freed_cell),
+            ("heap back in 30 s", _heap_back_cell),
+            ("held in huge pages at the end", _heap_end_cell),
+        ]
+    return columns
 
 
 def _excess_by_phase(runs: list[RunResult]) -> list[str]:

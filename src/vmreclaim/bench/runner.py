@@ -8,14 +8,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vmreclaim.bench import guestmem
 from vmreclaim.bench.contenders import Contender
 from vmreclaim.bench.measures import HotSet, Measures, measure
 from vmreclaim.bench.recorder import Recorder, Recording
-from vmreclaim.bench.scenarios import HOT_REPORT, HOT_STOP, Scenario
+from vmreclaim.bench.scenarios import HEAP_REPORT, HOT_REPORT, HOT_STOP, Scenario
 from vmreclaim.errors import VmreclaimError
 from vmreclaim.lab.image import GuestImage
 from vmreclaim.lab.machine import VirtualMachine
 from vmreclaim.lab.qemu_command import MIB, MachineConfig
+from vmreclaim.workloads.runtime_heap import HeapReport
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +73,15 @@ def run_one(
     total = REST_SECONDS + scenario.seconds
     progress("boot", 0.0, total)
     with VirtualMachine(config, image) as vm:
+        if scenario.setup:
+            vm.check(scenario.setup, timeout=900)
         agent_started = time.monotonic()
         if contender.agent_policy is not None:
             vm.check(
                 f"python3 -m vmreclaim -vv guest run --policy {contender.agent_policy} "
                 "--interval 2 >/tmp/agent.log 2>&1 & echo $! >/tmp/agent.pid"
             )
+        at_start = _guest_memory(vm)
         started = time.monotonic()
         recorder = Recorder(vm)
         with recorder as recording:
@@ -88,7 +93,9 @@ def run_one(
                     script = phase.script if phase.wait else f"( {phase.script} ) &"
                     vm.check(script, timeout=900)
                 _sleep(phase.seconds, phase.name, started, total, progress)
+        at_end = _guest_memory(vm)
         hot = _hot_set(vm) if scenario.hot_bytes else None
+        heap = _heap_report(vm) if scenario.runtime_heap_bytes else None
         agent_cpu, agent_log = _agent(vm, time.monotonic() - agent_started)
         result = RunResult(
             scenario=scenario.name,
@@ -102,6 +109,10 @@ def run_one(
                 fragmented_bytes=scenario.fragmented_bytes,
                 hot=hot,
                 agent_cpu_ratio=agent_cpu,
+                heap=heap,
+                guest_start=at_start,
+                guest_end=at_end,
+                swap=bool(scenario.swap_bytes),
             ),
             agent_log=agent_log,
         )
@@ -126,6 +137,20 @@ def _hot_set(vm: VirtualMachine) -> HotSet | None:
         report["median_pass_seconds"],
         int(report["refaults"]),
     )
+
+
+def _guest_memory(vm: VirtualMachine) -> guestmem.GuestMemory:
+    meminfo = vm.check("cat /proc/meminfo").text
+    return guestmem.parse(meminfo, vm.check("cat /proc/vmstat").text)
+
+
+def _heap_report(vm: VirtualMachine) -> HeapReport | None:
+    done = vm.run(f"cat {HEAP_REPORT}")
+    try:
+        return HeapReport(**json.loads(done.stdout))
+    except (ValueError, TypeError):
+        log.warning("the heap program's report is missing: %s", done.text[-2000:])
+        return None
 
 
 def _agent(vm: VirtualMachine, wall_seconds: float) -> tuple[float | None, str]:

@@ -4,13 +4,17 @@ phase begins. Amounts fit a 2 GiB guest."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 MIB = 1 << 20
 W = "python3 -m vmreclaim.workloads"
 # The hot set's re-reads stop when HOT_STOP exists and then write their summary to HOT_REPORT.
 HOT_STOP = "/tmp/hot.stop"
 HOT_REPORT = "/tmp/hot.json"
+# The Go heap program (thp-heap-freed) frees its heap once HEAP_RELEASE exists and then writes
+# what it freed to HEAP_REPORT (vmreclaim.workloads.runtime_heap.HeapReport as JSON).
+HEAP_RELEASE = "/tmp/heap.release"
+HEAP_REPORT = "/tmp/heap.json"
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,14 @@ class Scenario:
     """A file set re-read in a loop; its pass times and refaults are reported."""
     fragmented_bytes: int = 0
     """Free memory left in single pages (fragmented-free)."""
+    setup: str = ""
+    """Shell run to its end before the agent starts and the recording begins: the state the
+    guest is in at rest (a swap file, memory held throughout)."""
+    swap_bytes: int = 0
+    """A swap file of this size is on from the start; swap use over the run is reported."""
+    runtime_heap_bytes: int = 0
+    """A runtime's heap freed at the last phase's start (thp-heap-freed); what it freed and
+    what of that left the host is reported."""
 
     @property
     def seconds(self) -> float:
@@ -89,6 +101,64 @@ def busy_with_cold_cache(quick: bool) -> Scenario:
     )
 
 
+def busy_with_cold_cache_swap(quick: bool) -> Scenario:
+    """busy-with-cold-cache in a guest with swap, as WSL2 gives its guests, and idle anonymous
+    memory held throughout that reclaim could push to swap instead of the cold cache."""
+    swap, idle = 512 * MIB, 600 * MIB
+    swap_file = "/mnt/scratch/swapfile"
+    # fallocate, not dd: writing the file would leave 512 MiB of page cache behind at rest.
+    setup = (
+        f"fallocate -l {swap} {swap_file} && chmod 600 {swap_file} && "
+        f"mkswap {swap_file} >/dev/null && swapon {swap_file} && "
+        f"{_background_until_ready(f'{W} alloc {idle} --hold 100000', '/tmp/idle.ready')}"
+    )
+    return replace(
+        busy_with_cold_cache(quick),
+        name="busy-with-cold-cache-swap",
+        description="busy-with-cold-cache with a 512 MiB swap file and 600 MiB of idle "
+        "anonymous memory held throughout",
+        setup=setup,
+        swap_bytes=swap,
+    )
+
+
+def _background_until_ready(command: str, ready: str) -> str:
+    """`command --ready READY` in the background, waited for until READY exists; its output
+    and a failure if it ends first, so a broken workload fails the run instead of hanging it."""
+    log = f"{ready}.log"
+    return (
+        f"{{ {command} --ready {ready} >{log} 2>&1 & }}; pid=$!; "
+        f"while [ ! -e {ready} ] && kill -0 $pid 2>/dev/null; do sleep 0.5; done; "
+        f"[ -e {ready} ] || {{ cat {log}; exit 1; }}"
+    )
+
+
+def thp_heap_freed(quick: bool) -> Scenario:
+    """A real runtime (Go 1.19, golang-go) builds a heap and frees all but 1/16 of it itself
+    (a GC and its scavenger: madvise(MADV_DONTNEED) of the free runs between survivors). Under
+    THP "always" the huge pages so freed in part stay allocated until split; what of the freed
+    heap leaves the host within 30 s is the measure."""
+    size = 768 * MIB if quick else 1024 * MIB
+    seconds = 45.0 if quick else 120.0
+    heap = f"{W} runtime-heap {size} --release {HEAP_RELEASE} --report {HEAP_REPORT} --hold 100000"
+    return Scenario(
+        "thp-heap-freed",
+        "a Go program builds a heap, frees 15/16 of it through its runtime, and stays alive",
+        (
+            # The program is compiled in the guest first (about 30 s under TCG).
+            Phase("build", 5.0, _background_until_ready(heap, "/tmp/heap.ready"), wait=True),
+            Phase(
+                "free",
+                seconds,
+                f"touch {HEAP_RELEASE}; for i in $(seq 300); do "
+                f"[ -e {HEAP_REPORT} ] && exit 0; sleep 0.2; done; cat /tmp/heap.ready.log; exit 1",
+                wait=True,
+            ),
+        ),
+        runtime_heap_bytes=size,
+    )
+
+
 def fragmented_free(quick: bool) -> Scenario:
     size = 512 * MIB if quick else 1024 * MIB
     seconds = 45.0 if quick else 90.0
@@ -112,4 +182,6 @@ SCENARIOS = {
     "build-then-idle": build_then_idle,
     "busy-with-cold-cache": busy_with_cold_cache,
     "fragmented-free": fragmented_free,
+    "busy-with-cold-cache-swap": busy_with_cold_cache_swap,
+    "thp-heap-freed": thp_heap_freed,
 }

@@ -1,13 +1,15 @@
 """Where memory.reclaim without a swappiness= key starts to swap, and what holding vm.swappiness
 at 0 changes: the measurement behind actions.plan_reclaim's choice on swap-on kernels < 6.11.
 
-    python -m vmreclaim.bench.swap_margin [--repeat 3]
+    python -m vmreclaim.bench.swap_margin [--repeat 3] [--mglru]
 
 Each repeat boots a 2 GiB lab guest per mode (plain, held), gives it a 512 MiB swap file (WSL2's
 25 % of RAM) and 600 MiB of idle anonymous memory, then runs each shape of page cache below and
 reclaims from the root cgroup through the agent's own `reclaim_memory` at vm.swappiness 60 (100
 in one shape), counting what went to swap (/proc/vmstat pswpout). Between shapes the files are
-deleted and swap is cycled, so every shape starts with nothing swapped.
+deleted and swap is cycled, so every shape starts with nothing swapped. --mglru turns on the
+multi-generational LRU first (Debian's kernel builds it in, off), whose reclaim picks what to
+evict by other rules.
 
 The guest half (`--in-guest`) imports the standard library and the guest package only.
 """
@@ -135,7 +137,7 @@ def in_guest(hold: bool) -> None:
         _reset()
 
 
-def _guest_run(hold: bool) -> list[dict[str, object]]:
+def _guest_run(hold: bool, mglru: bool) -> list[dict[str, object]]:
     from vmreclaim.lab.machine import VirtualMachine
     from vmreclaim.lab.qemu_command import MachineConfig
 
@@ -145,6 +147,8 @@ def _guest_run(hold: bool) -> list[dict[str, object]]:
         f"{{ python3 -m vmreclaim.workloads alloc {ANON_BYTES} --ready /tmp/anon.ready "
         "--hold 100000 >/dev/null 2>&1 & }; while [ ! -e /tmp/anon.ready ]; do sleep 0.2; done"
     )
+    if mglru:
+        setup = f"echo y > /sys/kernel/mm/lru_gen/enabled && {setup}"
     mode = "--hold" if hold else "--no-hold"
     config = MachineConfig(memory=2048 * MIB, scratch_disk=2048 * MIB)
     with VirtualMachine(config) as vm:
@@ -164,6 +168,7 @@ def main() -> None:
     parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--hold", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", type=Path, help="also write every measurement here")
+    parser.add_argument("--mglru", action="store_true", help="turn MGLRU on in the guest")
     args = parser.parse_args()
     if args.in_guest:
         in_guest(args.hold)
@@ -172,7 +177,7 @@ def main() -> None:
     for repeat in range(args.repeat):
         for hold in (False, True):
             print(f"repeat {repeat + 1}/{args.repeat}, hold {hold}", file=sys.stderr, flush=True)
-            rows.extend(_guest_run(hold))
+            rows.extend(_guest_run(hold, args.mglru))
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1))
     print("| shape | swappiness | asked | swapped, plain | swapped, held | cache taken, held |")

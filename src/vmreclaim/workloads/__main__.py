@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vmreclaim.errors import UsageError
+from vmreclaim.errors import UsageError, VmreclaimError
 from vmreclaim.units import parse_size
-from vmreclaim.workloads import kinds
+from vmreclaim.workloads import kinds, runtime_heap
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +26,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("size")
     p.add_argument("--ready", type=Path, help="file to create once the pattern is in place")
     p.add_argument("--hold", type=float, default=0.0, help="seconds to hold the rest")
+    p = sub.add_parser(
+        "runtime-heap", help="a Go program builds a heap, frees most of it itself, and holds"
+    )
+    p.add_argument("size")
+    p.add_argument("--ready", type=Path, help="file to create once the heap is built")
+    p.add_argument("--release", type=Path, help="free the heap once this file exists")
+    p.add_argument("--report", type=Path, help="write what was freed here as JSON")
+    p.add_argument("--hold", type=float, default=0.0, help="longest wait, then hold, seconds")
+    p.add_argument(
+        "--workdir", type=Path, default=Path("/tmp/vmreclaim-runtime-heap"), help="build here"
+    )
     p = sub.add_parser("write-files", help="write files and sync them: page cache")
     p.add_argument("directory", type=Path)
     p.add_argument("size")
@@ -48,6 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             kinds.alloc(parse_size(args.size), args.ready, args.release, args.hold)
         elif args.kind == "fragment":
             kinds.fragment(parse_size(args.size), args.ready, args.hold)
+        elif args.kind == "runtime-heap":
+            report = runtime_heap.run(
+                parse_size(args.size),
+                args.workdir,
+                ready=args.ready,
+                release=args.release,
+                report=args.report,
+                hold=args.hold,
+            )
+            print(json.dumps(dataclasses.asdict(report)))
         elif args.kind == "write-files":
             kinds.write_files(args.directory, parse_size(args.size), parse_size(args.file_size))
         elif args.kind == "busy":
@@ -63,6 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"workloads: {err.message} ({err.hint})", file=sys.stderr)
         return 2
+    except VmreclaimError as err:
+        print(f"workloads: {err.message}" + (f" ({err.hint})" if err.hint else ""), file=sys.stderr)
+        return 1
     return 0
 
 

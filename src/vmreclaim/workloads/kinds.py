@@ -14,7 +14,8 @@ PAGE = 4096
 _CHUNK = 1 << 20
 
 
-def _wait_for(path: Path | None, seconds: float) -> None:
+def wait_for(path: Path | None, seconds: float) -> None:
+    """Until `path` exists, `seconds` at most (all of them when `path` is None)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and not (path is not None and path.exists()):
         time.sleep(0.05)
@@ -28,7 +29,7 @@ def alloc(size: int, ready: Path | None, release: Path | None, hold: float) -> N
         block[offset] = 1
     if ready is not None:
         ready.write_text(f"{size}\n")
-    _wait_for(release, hold)
+    wait_for(release, hold)
     del block
 
 
@@ -126,5 +127,5 @@ def fragment(size: int, ready: Path | None, hold: float) -> None:
         region.madvise(mmap.MADV_DONTNEED, offset, PAGE)
     if ready is not None:
         ready.write_text(f"{size // 2}\n")
-    _wait_for(None, hold)
+    wait_for(None, hold)
     region.close()

@@ -1,0 +1,31 @@
+"""What the guest itself says about its memory at a run's start and end: swap in use, pages
+written to swap, and anonymous memory held in partly freed huge pages. Parsed from the text of
+/proc/meminfo and /proc/vmstat, which the runner reads in the guest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vmreclaim.guest.observe.memory import parse_meminfo
+
+PAGE = 4096
+
+
+@dataclass(frozen=True)
+class GuestMemory:
+    swap_used_bytes: int
+    """SwapTotal - SwapFree."""
+    swapped_out_pages: int
+    """/proc/vmstat pswpout since boot."""
+    thp_held_bytes: int
+    """Freed, yet allocated in huge pages waiting to be split (MemInfo.unmapped_anon_bytes)."""
+
+
+def parse(meminfo_text: str, vmstat_text: str) -> GuestMemory:
+    meminfo = parse_meminfo(meminfo_text)
+    vmstat = dict(line.split(maxsplit=1) for line in vmstat_text.splitlines() if " " in line)
+    return GuestMemory(
+        swap_used_bytes=meminfo.swap_used_bytes or 0,
+        swapped_out_pages=int(vmstat.get("pswpout", "0")),
+        thp_held_bytes=meminfo.unmapped_anon_bytes or 0,
+    )

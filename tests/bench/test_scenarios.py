@@ -1,0 +1,42 @@
+"""The scenarios' shapes that the runner and the measures rely on."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmreclaim.bench.cli import _SCENARIOS
+from vmreclaim.bench.scenarios import HEAP_RELEASE, SCENARIOS, busy_with_cold_cache
+
+MIB = 1 << 20
+
+
+def test_every_scenario_can_be_chosen_on_the_command_line() -> None:
+    assert set(_SCENARIOS) == set(SCENARIOS)
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_the_swap_form_is_busy_with_cold_cache_with_swap_and_idle_memory_set_up_first(
+    quick: bool,
+) -> None:
+    swap = SCENARIOS["busy-with-cold-cache-swap"](quick)
+    plain = busy_with_cold_cache(quick)
+    assert swap.phases == plain.phases
+    assert (swap.cold_bytes, swap.hot_bytes) == (plain.cold_bytes, plain.hot_bytes)
+    assert swap.swap_bytes == 512 * MIB
+    assert "swapon /mnt/scratch/swapfile" in swap.setup
+    assert f"alloc {600 * MIB}" in swap.setup
+    assert not plain.setup
+    assert not plain.swap_bytes
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_the_heap_is_freed_at_the_last_phases_start_with_time_to_measure_30_s(
+    quick: bool,
+) -> None:
+    scenario = SCENARIOS["thp-heap-freed"](quick)
+    free = scenario.phases[-1]
+    # The measure takes the last phase's start as the moment of the free.
+    assert free.script.startswith(f"touch {HEAP_RELEASE}")
+    assert free.wait
+    assert free.seconds > 30
+    assert scenario.runtime_heap_bytes >= 512 * MIB
