@@ -1,4 +1,4 @@
-"""`vmreclaim bench [--scenario NAME...] [--policy NAME...] [--out DIR] [--quick]`."""
+"""`vmreclaim bench [--scenario NAME...] [--policy NAME...] [--repeat N] [--out DIR] [--quick]`."""
 
 from __future__ import annotations
 
@@ -44,6 +44,8 @@ def _bench(args: argparse.Namespace) -> int:
     scenarios = _check(args.scenario, _SCENARIOS, "scenario")
     contenders = _check(args.policy, _CONTENDERS, "policy")
     memory = parse_size(args.memory)
+    if args.repeat < 1:
+        raise UsageError(f"bad --repeat {args.repeat}", hint="give 1 or more runs")
     image = guest_image(args)
     results: list[RunResult] = []
     started = time.monotonic()
@@ -54,33 +56,38 @@ def _bench(args: argparse.Namespace) -> int:
         TimeElapsedColumn(),
     )
     with Progress(*columns, transient=False) as progress:
-        for scenario_name in scenarios:
+        # Each repeat runs every contender once, so slow drifts of the host (a cache warming,
+        # another load) spread over all contenders instead of favouring one.
+        for scenario_name, repeat, name in (
+            (s, k, c) for s in scenarios for k in range(args.repeat) for c in contenders
+        ):
             scenario = SCENARIOS[scenario_name](args.quick)
-            for name in contenders:
-                task = progress.add_task(
-                    f"{scenario_name} x {name}", total=scenario.seconds, phase="boot"
-                )
+            of = f" #{repeat + 1}" if args.repeat > 1 else ""
+            task = progress.add_task(
+                f"{scenario_name} x {name}{of}", total=scenario.seconds, phase="boot"
+            )
 
-                def show(phase: str, done: float, total: float, task: TaskID = task) -> None:
-                    progress.update(task, completed=min(done, total), total=total, phase=phase)
+            def show(phase: str, done: float, total: float, task: TaskID = task) -> None:
+                progress.update(task, completed=min(done, total), total=total, phase=phase)
 
-                result = run_one(
-                    scenario,
-                    CONTENDERS[name],
-                    image,
-                    memory=memory,
-                    icount=args.icount,
-                    progress=show,
-                )
-                progress.update(task, completed=scenario.seconds, phase="done")
-                results.append(result)
-                # Also the only progress a log gets (rich draws no bars off a terminal).
-                m = result.measures
-                progress.console.print(
-                    f"{scenario_name} x {name}: final {format_size(m.final_bytes)}, "
-                    f"excess {m.excess_gib_s:.1f} GiB*s ({time.monotonic() - started:.0f} s in)",
-                    highlight=False,
-                )
+            result = run_one(
+                scenario,
+                CONTENDERS[name],
+                image,
+                memory=memory,
+                icount=args.icount,
+                progress=show,
+                repeat=repeat,
+            )
+            progress.update(task, completed=scenario.seconds, phase="done")
+            results.append(result)
+            # Also the only progress a log gets (rich draws no bars off a terminal).
+            m = result.measures
+            progress.console.print(
+                f"{scenario_name} x {name}{of}: final {format_size(m.final_bytes)}, "
+                f"excess {m.excess_gib_s:.1f} GiB*s ({time.monotonic() - started:.0f} s in)",
+                highlight=False,
+            )
     meta = {
         "command": "vmreclaim bench " + shlex.join(sys.argv[2:])
         if sys.argv[1:2] == ["bench"]
@@ -132,6 +139,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     bench.add_argument("--out", type=Path, default=Path("bench-out"), help="default ./bench-out")
     bench.add_argument("--quick", action="store_true", help="smaller amounts, shorter phases")
+    bench.add_argument(
+        "--repeat", type=int, default=1, metavar="N", help="run each contender N times (default 1)"
+    )
     bench.add_argument("--memory", default="2G", help="guest RAM (default 2G)")
     bench.add_argument(
         "--icount",

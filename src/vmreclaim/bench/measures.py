@@ -75,6 +75,8 @@ class Measures:
     """Scenarios with swap: what went to swap over the run."""
     heap: HeapFreed | None
     """thp-heap-freed: what the runtime freed and what of it left the host."""
+    cold_bytes: int = 0
+    """The cold files the scenario wrote (cold_returned_ratio is a share of these)."""
 
 
 def needed_at(needs: list[NeedSample], seconds: float) -> int | None:
@@ -198,6 +200,7 @@ def measure(
         returned_50_s=time_to_return(samples, last_phase, kept, 0.5),
         returned_90_s=time_to_return(samples, last_phase, kept, 0.9),
         cold_returned_ratio=cold_ratio,
+        cold_bytes=cold_bytes,
         fragmented_returned_bytes=(peak - final) if fragmented_bytes else None,
         hot=hot,
         agent_cpu_ratio=agent_cpu_ratio,

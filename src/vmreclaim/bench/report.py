@@ -12,7 +12,9 @@ from typing import Any
 from vmreclaim.bench.contenders import CONTENDERS
 from vmreclaim.bench.measures import Measures
 from vmreclaim.bench.recorder import Recording
+from vmreclaim.bench.repeats import repeats_summary
 from vmreclaim.bench.runner import RunResult
+from vmreclaim.bench.targets import targets
 from vmreclaim.units import format_size
 
 MIB = float(1 << 20)
@@ -26,6 +28,7 @@ def to_json(results: Sequence[RunResult], meta: dict[str, Any]) -> dict[str, Any
             {
                 "scenario": result.scenario,
                 "contender": result.contender,
+                "repeat": result.repeat,
                 "accel": result.accel,
                 "boot_seconds": round(result.boot_seconds, 2),
                 "measures": dataclasses.asdict(result.measures),
@@ -41,7 +44,12 @@ def to_json(results: Sequence[RunResult], meta: dict[str, Any]) -> dict[str, Any
 
 
 def _log_name(result: RunResult) -> str:
-    return f"agent-logs/{result.scenario}.{result.contender}.log"
+    repeat = f".{result.repeat + 1}" if result.repeat else ""
+    return f"agent-logs/{result.scenario}.{result.contender}{repeat}.log"
+
+
+def _label(result: RunResult, repeated: bool) -> str:
+    return f"{result.contender} #{result.repeat + 1}" if repeated else result.contender
 
 
 def _seconds(value: float | None) -> str:
@@ -50,61 +58,6 @@ def _seconds(value: float | None) -> str:
 
 def _by(results: Sequence[RunResult], scenario: str) -> dict[str, RunResult]:
     return {r.contender: r for r in results if r.scenario == scenario}
-
-
-def targets(results: Sequence[RunResult]) -> list[str]:
-    """Issue 5's targets, each with its verdict and the figures behind it."""
-    lines = []
-    build = _by(results, "build-then-idle")
-    if "adaptive" in build:
-        a = build["adaptive"].measures
-        t90 = a.returned_90_s
-        ok = t90 is not None and t90 <= 30
-        lines.append(
-            f"- build-then-idle: adaptive returns 90 % of the reclaimable within 30 s of idle: "
-            f"{'met' if ok else 'MISSED'} ({_seconds(t90)})"
-        )
-        if "wsl2-gradual" in build:
-            g = build["wsl2-gradual"].measures
-            ratio = a.excess_gib_s / g.excess_gib_s if g.excess_gib_s else float("inf")
-            lines.append(
-                f"- build-then-idle: adaptive's excess is at most 1/4 of WSL2 gradual's: "
-                f"{'met' if ratio <= 0.25 else 'MISSED'} ({a.excess_gib_s:.1f} vs "
-                f"{g.excess_gib_s:.1f} GiB*s, {ratio:.2f})"
-            )
-    busy = _by(results, "busy-with-cold-cache")
-    if "adaptive" in busy:
-        a = busy["adaptive"].measures
-        cold = a.cold_returned_ratio or 0.0
-        lines.append(
-            f"- busy-with-cold-cache: adaptive returns 80 % of the cold cache while busy: "
-            f"{'met' if cold >= 0.8 else 'MISSED'} ({100 * cold:.0f} %)"
-        )
-        base = busy.get("reporting")
-        if base and base.measures.hot and a.hot and base.measures.hot.median_pass_seconds:
-            rise = a.hot.median_pass_seconds / base.measures.hot.median_pass_seconds - 1
-            lines.append(
-                f"- busy-with-cold-cache: hot set re-read time rises by 5 % at most: "
-                f"{'met' if rise <= 0.05 else 'MISSED'} ({100 * rise:+.1f} % median pass against "
-                f"reporting only; {a.hot.refaults} refaults)"
-            )
-        for name in ("wsl2-dropcache", "wsl2-gradual"):
-            if name in busy:
-                ratio = busy[name].measures.cold_returned_ratio or 0.0
-                lines.append(
-                    f"- busy-with-cold-cache: {name} returns nothing while busy: "
-                    f"{'yes' if ratio < 0.1 else 'no'} ({100 * ratio:.0f} % of the cold cache)"
-                )
-    frag = _by(results, "fragmented-free")
-    if "adaptive" in frag and "reporting" in frag:
-        a_back = frag["adaptive"].measures.fragmented_returned_bytes or 0
-        r_back = frag["reporting"].measures.fragmented_returned_bytes or 0
-        lines.append(
-            f"- fragmented-free: adaptive returns at least twice what reporting alone returns: "
-            f"{'met' if a_back >= 2 * max(r_back, 1) else 'MISSED'} "
-            f"({format_size(a_back)} vs {format_size(r_back)})"
-        )
-    return lines
 
 
 def markdown(results: Sequence[RunResult], meta: dict[str, Any]) -> str:
@@ -117,7 +70,8 @@ def markdown(results: Sequence[RunResult], meta: dict[str, Any]) -> str:
             "| cold back | fragmented back | hot pass, median (refaults) | agent CPU |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
-        runs = list(_by(results, scenario).values())
+        runs = [r for r in results if r.scenario == scenario]
+        repeated = any(r.repeat for r in runs)
         extra = _extra_columns(runs)
         out[-2] += "".join(f" {header} |" for header, _ in extra)
         out[-1] += " ---: |" * len(extra)
@@ -132,13 +86,16 @@ def markdown(results: Sequence[RunResult], meta: dict[str, Any]) -> str:
             hot = "" if m.hot is None else f"{m.hot.median_pass_seconds:.2f} s ({m.hot.refaults})"
             cpu = "" if m.agent_cpu_ratio is None else f"{100 * m.agent_cpu_ratio:.1f} %"
             out.append(
-                f"| {result.contender} | {m.excess_gib_s:.1f} | {format_size(m.peak_bytes)} "
+                f"| {_label(result, repeated)} | {m.excess_gib_s:.1f} "
+                f"| {format_size(m.peak_bytes)} "
                 f"| {format_size(m.final_bytes)} | {format_size(m.reclaimable_bytes)} "
                 f"| {_seconds(m.returned_50_s)} "
                 f"| {_seconds(m.returned_90_s)} | {cold} | {frag} | {hot} | {cpu} |"
                 + "".join(f" {cell(m)} |" for _, cell in extra)
             )
-        out += ["", *_excess_by_phase(runs), ""]
+        if repeated:
+            out += ["", *repeats_summary(runs)]
+        out += ["", *_excess_by_phase([r for r in runs if not r.repeat]), ""]
     verdicts = targets(results)
     if verdicts:
         out += ["### Targets", "", *verdicts, ""]
@@ -207,7 +164,7 @@ def plot(results: Sequence[RunResult], scenario: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = _by(results, scenario)
+    runs = _by([r for r in results if not r.repeat], scenario)  # the first repeat
     figure, axes = plt.subplots(figsize=(10, 5.5), dpi=110)
     for name, result in runs.items():
         samples = result.recording.samples

@@ -42,6 +42,8 @@ class RunResult:
     agent_log: str
     """The agent's whole log at debug level: every tick's decision, so a contender that never
     acted can be read to see why (empty without an agent)."""
+    repeat: int = 0
+    """Which repeat of the benchmark this run belongs to, from 0."""
 
 
 def _sleep(seconds: float, phase: str, started: float, total: float, progress: Progress) -> None:
@@ -59,6 +61,7 @@ def run_one(
     memory: int = 2048 * MIB,
     icount: int | None = None,
     progress: Progress = lambda phase, done, total: None,
+    repeat: int = 0,
 ) -> RunResult:
     """`icount`: run the guest with one vCPU whose clock counts instructions (see
     MachineConfig.icount), so that CPU shares inside, which idle detectors read, are those of
@@ -115,6 +118,7 @@ def run_one(
                 swap=bool(scenario.swap_bytes),
             ),
             agent_log=agent_log,
+            repeat=repeat,
         )
     return result
 

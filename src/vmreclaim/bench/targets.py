@@ -1,0 +1,188 @@
+"""The benchmark's targets (issues 5 and 10), each judged with the figures behind it.
+
+A target is judged in each repeat on that repeat's runs; with several repeats the line says in
+how many it was met and lists every repeat's figures, since one run is not a measurement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from vmreclaim.bench.runner import RunResult
+from vmreclaim.units import format_size
+
+# busy-with-cold-cache-swap: swap growth allowed, as a share of the cold cache returned.
+SWAP_GROWTH_RATIO = 0.01
+
+
+@dataclass(frozen=True)
+class Verdict:
+    target: str
+    ok: bool | None
+    """None: a figure shown beside a target (a baseline's), not judged."""
+    figures: str
+
+
+def _by(results: Sequence[RunResult], scenario: str) -> dict[str, RunResult]:
+    return {r.contender: r for r in results if r.scenario == scenario}
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0f} s"
+
+
+def _build_then_idle(runs: dict[str, RunResult]) -> list[Verdict]:
+    if "adaptive" not in runs:
+        return []
+    a = runs["adaptive"].measures
+    t90 = a.returned_90_s
+    verdicts = [
+        Verdict(
+            "build-then-idle: adaptive returns 90 % of the reclaimable within 30 s of idle",
+            t90 is not None and t90 <= 30,
+            _seconds(t90),
+        )
+    ]
+    if "wsl2-gradual" in runs:
+        g = runs["wsl2-gradual"].measures
+        ratio = a.excess_gib_s / g.excess_gib_s if g.excess_gib_s else float("inf")
+        verdicts.append(
+            Verdict(
+                "build-then-idle: adaptive's excess is at most 1/4 of WSL2 gradual's",
+                ratio <= 0.25,
+                f"{a.excess_gib_s:.1f} vs {g.excess_gib_s:.1f} GiB*s, {ratio:.2f}",
+            )
+        )
+    return verdicts
+
+
+def _busy(runs: dict[str, RunResult]) -> list[Verdict]:
+    if "adaptive" not in runs:
+        return []
+    a = runs["adaptive"].measures
+    cold = a.cold_returned_ratio or 0.0
+    verdicts = [
+        Verdict(
+            "busy-with-cold-cache: adaptive returns 80 % of the cold cache while busy",
+            cold >= 0.8,
+            f"{100 * cold:.0f} %",
+        )
+    ]
+    base = runs.get("reporting")
+    if base and base.measures.hot and a.hot and base.measures.hot.median_pass_seconds:
+        rise = a.hot.median_pass_seconds / base.measures.hot.median_pass_seconds - 1
+        verdicts.append(
+            Verdict(
+                "busy-with-cold-cache: hot set re-read time rises by 5 % at most",
+                rise <= 0.05,
+                f"{100 * rise:+.1f} % median pass against reporting only; "
+                f"{a.hot.refaults} refaults",
+            )
+        )
+    for name in ("wsl2-dropcache", "wsl2-gradual"):
+        if name in runs:
+            ratio = runs[name].measures.cold_returned_ratio or 0.0
+            verdicts.append(
+                Verdict(
+                    f"busy-with-cold-cache: {name} returns nothing while busy",
+                    ratio < 0.1,
+                    f"{100 * ratio:.0f} % of the cold cache",
+                )
+            )
+    return verdicts
+
+
+def _fragmented(runs: dict[str, RunResult]) -> list[Verdict]:
+    if "adaptive" not in runs or "reporting" not in runs:
+        return []
+    a_back = runs["adaptive"].measures.fragmented_returned_bytes or 0
+    r_back = runs["reporting"].measures.fragmented_returned_bytes or 0
+    return [
+        Verdict(
+            "fragmented-free: adaptive returns at least twice what reporting alone returns",
+            a_back >= 2 * max(r_back, 1),
+            f"{format_size(a_back)} vs {format_size(r_back)}",
+        )
+    ]
+
+
+def _busy_swap(runs: dict[str, RunResult]) -> list[Verdict]:
+    if "adaptive" not in runs:
+        return []
+    a = runs["adaptive"].measures
+    cold = a.cold_returned_ratio or 0.0
+    verdicts = [
+        Verdict(
+            "busy-with-cold-cache-swap: adaptive returns 80 % of the cold cache while busy",
+            cold >= 0.8,
+            f"{100 * cold:.0f} %",
+        )
+    ]
+    if a.swap is not None and a.cold_returned_ratio is not None:
+        returned = int(a.cold_returned_ratio * a.cold_bytes)
+        growth = a.swap.growth_bytes
+        verdicts.append(
+            Verdict(
+                "busy-with-cold-cache-swap: swap used grows by at most 1 % of what adaptive "
+                "returned",
+                growth <= SWAP_GROWTH_RATIO * returned,
+                f"{format_size(growth)} for {format_size(returned)}; "
+                f"{format_size(a.swap.swapped_out_bytes)} written to swap",
+            )
+        )
+    return verdicts
+
+
+def _thp_heap(runs: dict[str, RunResult]) -> list[Verdict]:
+    verdicts = []
+    for name, run in runs.items():
+        heap = run.measures.heap
+        if heap is None:
+            continue
+        share = heap.returned_30_s_ratio
+        verdicts.append(
+            Verdict(
+                f"thp-heap-freed: {name} returns 80 % of what the program freed within 30 s"
+                if name == "adaptive"
+                else f"thp-heap-freed: {name}, beside it",
+                share >= 0.8 if name == "adaptive" else None,
+                f"{100 * share:.0f} % of {format_size(heap.freed_bytes)}",
+            )
+        )
+    return verdicts
+
+
+def verdicts(results: Sequence[RunResult]) -> list[Verdict]:
+    """Every target the runs of one repeat allow to judge."""
+    return [
+        *_build_then_idle(_by(results, "build-then-idle")),
+        *_busy(_by(results, "busy-with-cold-cache")),
+        *_fragmented(_by(results, "fragmented-free")),
+        *_busy_swap(_by(results, "busy-with-cold-cache-swap")),
+        *_thp_heap(_by(results, "thp-heap-freed")),
+    ]
+
+
+def _word(ok: bool | None) -> str:
+    return {True: "met", False: "MISSED", None: "measured"}[ok]
+
+
+def targets(results: Sequence[RunResult]) -> list[str]:
+    """One line per target: its verdict and figures, over every repeat."""
+    repeats = sorted({r.repeat for r in results})
+    judged = [verdicts([r for r in results if r.repeat == repeat]) for repeat in repeats]
+    if len(judged) <= 1:
+        return [f"- {v.target}: {_word(v.ok)} ({v.figures})" for v in (judged or [[]])[0]]
+    lines = []
+    names = dict.fromkeys(v.target for verdicts_ in judged for v in verdicts_)
+    for name in names:
+        found = [v for verdicts_ in judged for v in verdicts_ if v.target == name]
+        figures = "; ".join(v.figures for v in found)
+        if found[0].ok is None:
+            lines.append(f"- {name}: measured in {len(found)} runs ({figures})")
+            continue
+        met = sum(1 for v in found if v.ok)
+        word = "met" if met == len(found) else "MISSED"
+        lines.append(f"- {name}: {word} in {met} of {len(found)} runs ({figures})")
+    return lines
