@@ -142,6 +142,8 @@ class SimGuest:
         self.writes.append((absolute, text))
         if absolute.endswith("memory.reclaim"):
             self.reclaim(int(text.split(maxsplit=1)[0]))
+        elif absolute == "/proc/sys/vm/swappiness":
+            self.root.write(absolute, f"{text}\n")
         elif absolute.endswith("drop_caches"):
             if text in ("2", "3"):  # the shrinkers run: slab and the deferred split queue
                 self.split_huge_pages()

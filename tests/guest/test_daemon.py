@@ -234,3 +234,15 @@ def test_the_wsl2_baselines_do_not_count_the_agents_own_cpu_either(sim):
     agent.run(duration_s=200)
     reclaims = [write for write in sim.writes if write[0] == MEMORY_RECLAIM]
     assert reclaims, "gradual never saw the guest idle"
+
+
+def test_a_reclaim_on_a_swap_on_kernel_without_the_key_holds_swappiness_and_says_so(
+    sim, caplog
+):
+    caplog.set_level(logging.INFO)
+    sim.swap_on(1 << 30)
+    make_agent(sim).run(duration_s=4)
+    swappiness = "/proc/sys/vm/swappiness"
+    assert [w for w in sim.writes if w[0] == swappiness] == [(swappiness, "0"), (swappiness, "60")]
+    reclaims = [m for m in info_messages(caplog) if m.startswith("reclaim ")]
+    assert "done, vm.swappiness held at 0)" in reclaims[0]

@@ -210,30 +210,33 @@ class Agent:
         after = observe(self.root, self._clock, self.page_size)
         return TickReport(obs, decision, reclaim, compaction, after, tuple(errors), split)
 
+    @staticmethod
+    def _log_split(report: TickReport) -> None:
+        if report.split is None:
+            return
+        after = report.after
+        log.info(
+            "split huge pages: held %s -> %s, free %s -> %s in %.2f s; why: %s",
+            _size(report.before.huge_pages.partly_freed_bytes),
+            _size(after.huge_pages.partly_freed_bytes if after else None),
+            _size(report.before.memory.free_bytes),
+            _size(after.memory.free_bytes if after else None),
+            report.split.elapsed_s,
+            report.decision.split_reason,
+        )
+
     def _log_actions(self, report: TickReport) -> None:
         why = report.decision.reason
-        if report.split is not None:
-            held = report.before.huge_pages.partly_freed_bytes
-            left = report.after.huge_pages.partly_freed_bytes if report.after else None
-            free = report.before.memory.free_bytes
-            free_after = report.after.memory.free_bytes if report.after else None
-            log.info(
-                "split huge pages: held %s -> %s, free %s -> %s in %.2f s; why: %s",
-                _size(held),
-                _size(left),
-                _size(free),
-                _size(free_after),
-                report.split.elapsed_s,
-                report.decision.split_reason,
-            )
+        self._log_split(report)
         result = report.reclaim
         if result is not None:
             before = report.before.reclaimable_cache_bytes
             after = report.after.reclaimable_cache_bytes if report.after else None
             if result.plan.method == "memory.reclaim":
+                hold = ", vm.swappiness held at 0" if result.plan.hold_swappiness else ""
                 what = (
                     f"reclaim {format_size(result.requested_bytes)} by memory.reclaim "
-                    f"({result.writes} write(s), {result.stop})"
+                    f"({result.writes} write(s), {result.stop}{hold})"
                 )
             else:
                 what = f"drop caches ({result.plan.reason})"
