@@ -170,6 +170,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--mglru", action="store_true", help="turn MGLRU on in the guest")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"bad --repeat {args.repeat}: give 1 or more runs")
     if args.in_guest:
         in_guest(args.hold)
         return
