@@ -160,3 +160,32 @@ def test_guest_reclaim_does_not_split_when_nothing_is_held(sim: SimGuest):
     report = oneshot.reclaim_once(sim.path, writer=sim.kernel_writer)
     assert (DROP_CACHES, "2") not in sim.writes
     assert report.split is None
+
+
+def _fragment(sim: SimGuest, order0_pages: int) -> None:
+    """Free memory mostly in order-0 pages, which free page reporting cannot return."""
+    sim.root.write(
+        "/proc/buddyinfo",
+        f"Node 0, zone   Normal  {order0_pages}   2000    100      0      0      0      0      0"
+        "      0      0     20 \n",
+    )
+
+
+def test_after_a_split_adaptive_compacts_again_soon_while_free_memory_stays_in_small_blocks(
+    sim: SimGuest,
+):
+    sim.partly_free_huge_pages(400 * MIB)
+    _fragment(sim, 50000)  # 195 MiB unreportable, as one pass can leave after a split
+    driver = PolicyDriver(sim, ADAPTIVE)
+    log = driver.run(16, busy_ratio=BUSY)
+    (split_at,) = [t for t, d in log if d.split_huge_pages]
+    compactions = [t - split_at for t, d in log if d.compact and t >= split_at]
+    assert compactions == [0.0, 4.0, 8.0, 12.0]
+    assert driver.state.compact_failures == 0  # those passes are not judged
+
+
+def test_after_a_split_no_follow_up_compaction_once_free_memory_is_reportable(sim: SimGuest):
+    sim.partly_free_huge_pages(400 * MIB)
+    _fragment(sim, 100)
+    log = PolicyDriver(sim, ADAPTIVE).run(16, busy_ratio=BUSY)
+    assert [d.compact for _, d in log].count(True) == 1

@@ -184,5 +184,5 @@ def targets(results: Sequence[RunResult]) -> list[str]:
             continue
         met = sum(1 for v in found if v.ok)
         word = "met" if met == len(found) else "MISSED"
-        lines.append(f"- {name}: {word} in {met} of {len(found)} runs ({figures})")
+        lines.append(f"- {name}: {word}, met in {met} of {len(found)} runs ({figures})")
     return lines
