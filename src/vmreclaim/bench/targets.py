@@ -76,7 +76,7 @@ def _busy(runs: dict[str, RunResult]) -> list[Verdict]:
             Verdict(
                 "busy-with-cold-cache: hot set re-read time rises by 5 % at most",
                 rise <= 0.05,
-                f"{100 * rise:+.1f} % median pass against reporting only; "
+                f"{100 * rise:+.1f} % median pass against reporting only, "
                 f"{a.hot.refaults} refaults",
             )
         )
@@ -127,7 +127,7 @@ def _busy_swap(runs: dict[str, RunResult]) -> list[Verdict]:
                 "busy-with-cold-cache-swap: swap used grows by at most 1 % of what adaptive "
                 "returned",
                 growth <= SWAP_GROWTH_RATIO * returned,
-                f"{format_size(growth)} for {format_size(returned)}; "
+                f"{format_size(growth)} for {format_size(returned)}, "
                 f"{format_size(a.swap.swapped_out_bytes)} written to swap",
             )
         )
@@ -169,7 +169,8 @@ def _word(ok: bool | None) -> str:
 
 
 def targets(results: Sequence[RunResult]) -> list[str]:
-    """One line per target: its verdict and figures, over every repeat."""
+    """One line per target: its verdict and figures, over every repeat (each repeat's figures
+    separated by "; ")."""
     repeats = sorted({r.repeat for r in results})
     judged = [verdicts([r for r in results if r.repeat == repeat]) for repeat in repeats]
     if len(judged) <= 1:
