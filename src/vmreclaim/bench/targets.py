@@ -184,6 +184,6 @@ def targets(results: Sequence[RunResult]) -> list[str]:
             lines.append(f"- {name}: measured in {len(found)} runs ({figures})")
             continue
         met = sum(1 for v in found if v.ok)
-        word = "met" if met == len(found) else "MISSED"
-        lines.append(f"- {name}: {word}, met in {met} of {len(found)} runs ({figures})")
+        word = "met" if met == len(found) else "MISSED, met"
+        lines.append(f"- {name}: {word} in {met} of {len(found)} runs ({figures})")
     return lines
