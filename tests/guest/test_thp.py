@@ -146,7 +146,8 @@ def test_the_daemon_splits_with_drop_caches_2_then_compacts_and_logs_it(sim, cap
 
 def test_guest_reclaim_splits_before_it_reclaims_and_compacts(sim: SimGuest):
     sim.partly_free_huge_pages(300 * MIB)
-    report = oneshot.reclaim_once(sim.path, writer=sim.kernel_writer)
+    _fragment(sim, 100)
+    report = oneshot.reclaim_once(sim.path, writer=sim.kernel_writer, sleep=lambda s: None)
     assert sim.writes[0] == (DROP_CACHES, "2")
     assert sim.writes[-1] == (COMPACT, "1")
     assert report.split is not None
@@ -189,3 +190,21 @@ def test_after_a_split_no_follow_up_compaction_once_free_memory_is_reportable(si
     _fragment(sim, 100)
     log = PolicyDriver(sim, ADAPTIVE).run(16, busy_ratio=BUSY)
     assert [d.compact for _, d in log].count(True) == 1
+
+
+def test_guest_reclaim_compacts_again_after_a_split_while_free_memory_stays_in_small_blocks(
+    sim: SimGuest,
+):
+    sim.partly_free_huge_pages(300 * MIB)
+    _fragment(sim, 50000)  # 195 MiB unreportable that compaction does not fix here
+    pauses: list[float] = []
+    oneshot.reclaim_once(sim.path, writer=sim.kernel_writer, sleep=pauses.append)
+    assert [w for w in sim.writes if w[0] == COMPACT] == [(COMPACT, "1")] * 4
+    assert pauses == [oneshot.SPLIT_FOLLOWUP_PAUSE_S] * 3
+
+
+def test_guest_reclaim_compacts_once_when_free_memory_is_reportable(sim: SimGuest):
+    sim.partly_free_huge_pages(300 * MIB)
+    _fragment(sim, 100)
+    oneshot.reclaim_once(sim.path, writer=sim.kernel_writer, sleep=lambda s: None)
+    assert [w for w in sim.writes if w[0] == COMPACT] == [(COMPACT, "1")]

@@ -39,6 +39,10 @@ DEFAULT_KEEP_BYTES = 128 << 20
 # Split partly freed huge pages when they hold more than this: a few MiB of anonymous pages are
 # always in flight between the per-CPU batches and the LRU, which the measure counts too.
 SPLIT_MIN_BYTES = 16 << 20
+# After a split, compact up to this many more times, this far apart, while more than
+# 4 * SPLIT_MIN_BYTES of free memory stays unreportable (as adaptive does, at its tick).
+SPLIT_FOLLOWUP_COMPACTIONS = 3
+SPLIT_FOLLOWUP_PAUSE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ def reclaim_once(
     reporting_order: int | None = None,
     clock: Callable[[], float] = time.monotonic,
     writer: ControlWriter = write_control_file,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> OneShotReport:
     """Split partly freed huge pages, reclaim cache down to `keep_bytes`, set the reporting order
     if given, then compact."""
@@ -109,11 +114,23 @@ def reclaim_once(
     if reporting_order is not None:
         set_reporting_order(root, reporting_order, writer=writer)
     compaction = None
+    after = before
     if before.reclaim.compact_memory:
         compaction = compact_memory(root, clock=clock, writer=writer)
+        after = observe(root, clock, page_size)
+        for _ in range(SPLIT_FOLLOWUP_COMPACTIONS if split else 0):
+            if after.free is None or after.free.unreportable_bytes <= SPLIT_MIN_BYTES * 4:
+                break
+            # One pass right after a split can leave much of what it freed in small blocks,
+            # and a pass at once after it moves nothing; a later one does (benchmark notes).
+            sleep(SPLIT_FOLLOWUP_PAUSE_S)
+            stuck = format_size(after.free.unreportable_bytes)
+            log.info("compacting again: %s free in small blocks after the split", stuck)
+            compaction = compact_memory(root, clock=clock, writer=writer)
+            after = observe(root, clock, page_size)
     else:
         log.warning("not compacting: /proc/sys/vm/compact_memory is missing")
-    after = observe(root, clock, page_size)
+        after = observe(root, clock, page_size)
     return OneShotReport(keep_bytes, before, after, result, compaction, reporting_order, split)
 
 
