@@ -1,7 +1,7 @@
 """Where memory.reclaim without a swappiness= key starts to swap, and what holding vm.swappiness
 at 0 changes: the measurement behind actions.plan_reclaim's choice on swap-on kernels < 6.11.
 
-    python -m vmreclaim.bench.swap_margin [--repeat 3] [--mglru]
+    python -m vmreclaim.bench.swap_margin [--repeat 3] [--mglru] [--kernel VMLINUZ --modules DIR]
 
 Each repeat boots a 2 GiB lab guest per mode (plain, held), gives it a 512 MiB swap file (WSL2's
 25 % of RAM) and 600 MiB of idle anonymous memory, then runs each shape of page cache below and
@@ -25,6 +25,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vmreclaim.lab.image import GuestImage
 
 MIB = 1 << 20
 SCRATCH = Path("/mnt/scratch")
@@ -137,7 +141,7 @@ def in_guest(hold: bool) -> None:
         _reset()
 
 
-def _guest_run(hold: bool, mglru: bool) -> list[dict[str, object]]:
+def _guest_run(hold: bool, mglru: bool, image: GuestImage | None) -> list[dict[str, object]]:
     from vmreclaim.lab.machine import VirtualMachine
     from vmreclaim.lab.qemu_command import MachineConfig
 
@@ -151,7 +155,7 @@ def _guest_run(hold: bool, mglru: bool) -> list[dict[str, object]]:
         setup = f"echo y > /sys/kernel/mm/lru_gen/enabled && {setup}"
     mode = "--hold" if hold else "--no-hold"
     config = MachineConfig(memory=2048 * MIB, scratch_disk=2048 * MIB)
-    with VirtualMachine(config) as vm:
+    with VirtualMachine(config, image) as vm:
         vm.check(setup, timeout=300)
         output = vm.check(f"python3 -m vmreclaim.bench.swap_margin --in-guest {mode}", 1200)
     return [json.loads(line) for line in output.text.splitlines() if line.startswith("{")]
@@ -169,17 +173,24 @@ def main() -> None:
     parser.add_argument("--hold", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--json", type=Path, help="also write every measurement here")
     parser.add_argument("--mglru", action="store_true", help="turn MGLRU on in the guest")
+    parser.add_argument("--kernel", type=Path, help="boot this vmlinuz (default: the lab's)")
+    parser.add_argument("--modules", type=Path, help="its lib/modules/RELEASE tree")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error(f"bad --repeat {args.repeat}: give 1 or more runs")
     if args.in_guest:
         in_guest(args.hold)
         return
+    image = None
+    if args.kernel is not None:
+        from vmreclaim.lab.image import build_image
+
+        image = build_image(args.kernel, args.modules)
     rows: list[dict[str, object]] = []
     for repeat in range(args.repeat):
         for hold in (False, True):
             print(f"repeat {repeat + 1}/{args.repeat}, hold {hold}", file=sys.stderr, flush=True)
-            rows.extend(_guest_run(hold, args.mglru))
+            rows.extend(_guest_run(hold, args.mglru, image))
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1))
     print("| shape | swappiness | asked | swapped, plain | swapped, held | cache taken, held |")
