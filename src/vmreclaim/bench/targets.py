@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from vmreclaim.bench.measures import Measures
 from vmreclaim.bench.runner import RunResult
 from vmreclaim.units import format_size
 
@@ -57,18 +58,20 @@ def _build_then_idle(runs: dict[str, RunResult]) -> list[Verdict]:
     return verdicts
 
 
+def _cold_back(scenario: str, a: Measures) -> Verdict:
+    cold = a.cold_returned_ratio or 0.0
+    return Verdict(
+        f"{scenario}: adaptive returns 80 % of the cold cache while busy",
+        cold >= 0.8,
+        f"{100 * cold:.0f} %",
+    )
+
+
 def _busy(runs: dict[str, RunResult]) -> list[Verdict]:
     if "adaptive" not in runs:
         return []
     a = runs["adaptive"].measures
-    cold = a.cold_returned_ratio or 0.0
-    verdicts = [
-        Verdict(
-            "busy-with-cold-cache: adaptive returns 80 % of the cold cache while busy",
-            cold >= 0.8,
-            f"{100 * cold:.0f} %",
-        )
-    ]
+    verdicts = [_cold_back("busy-with-cold-cache", a)]
     base = runs.get("reporting")
     if base and base.measures.hot and a.hot and base.measures.hot.median_pass_seconds:
         rise = a.hot.median_pass_seconds / base.measures.hot.median_pass_seconds - 1
@@ -111,14 +114,7 @@ def _busy_swap(runs: dict[str, RunResult]) -> list[Verdict]:
     if "adaptive" not in runs:
         return []
     a = runs["adaptive"].measures
-    cold = a.cold_returned_ratio or 0.0
-    verdicts = [
-        Verdict(
-            "busy-with-cold-cache-swap: adaptive returns 80 % of the cold cache while busy",
-            cold >= 0.8,
-            f"{100 * cold:.0f} %",
-        )
-    ]
+    verdicts = [_cold_back("busy-with-cold-cache-swap", a)]
     if a.swap is not None and a.cold_returned_ratio is not None:
         returned = int(a.cold_returned_ratio * a.cold_bytes)
         growth = a.swap.growth_bytes
