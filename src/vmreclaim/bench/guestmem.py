@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vmreclaim.guest.observe.memory import parse_meminfo
+from vmreclaim.guest.observe.memory import parse_meminfo, parse_vmstat
 
 PAGE = 4096
 
@@ -23,9 +23,8 @@ class GuestMemory:
 
 def parse(meminfo_text: str, vmstat_text: str) -> GuestMemory:
     meminfo = parse_meminfo(meminfo_text)
-    vmstat = dict(line.split(maxsplit=1) for line in vmstat_text.splitlines() if " " in line)
     return GuestMemory(
         swap_used_bytes=meminfo.swap_used_bytes or 0,
-        swapped_out_pages=int(vmstat.get("pswpout", "0")),
+        swapped_out_pages=parse_vmstat(vmstat_text).pswpout or 0,
         thp_held_bytes=meminfo.unmapped_anon_bytes or 0,
     )
