@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from vmreclaim.guest.observe._files import read_int, read_text
+from vmreclaim.guest.observe._files import read_text
 from vmreclaim.guest.observe.memory import MemInfo, VmStat
 
 THP_ENABLED_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
-HPAGE_PMD_SIZE_FILE = "/sys/kernel/mm/transparent_hugepage/hpage_pmd_size"
-DEFAULT_HUGE_PAGE_BYTES = 2 << 20  # x86-64's PMD size
 ThpMode = Literal["always", "madvise", "never"]
 _SELECTED = re.compile(r"\[(\w+)\]")
 
@@ -35,7 +33,6 @@ class HugePages:
     """
 
     mode: ThpMode | None
-    huge_page_bytes: int
     partly_freed_bytes: int | None
     deferred_splits: int | None
     splits: int | None
@@ -54,8 +51,7 @@ def huge_pages(root: Path, memory: MemInfo, vmstat: VmStat) -> HugePages:
     """The THP mode under `root`, and what meminfo says is held in partly freed huge pages."""
     text = read_text(root, THP_ENABLED_FILE)
     mode = None if text is None else parse_thp_mode(text)
-    size = read_int(root, HPAGE_PMD_SIZE_FILE) or DEFAULT_HUGE_PAGE_BYTES
     held = memory.unmapped_anon_bytes
     if held is not None and mode is None and not vmstat.thp_deferred_split_page:
         held = 0  # no huge pages here: what the formula sees is in flight, not held
-    return HugePages(mode, size, held, vmstat.thp_deferred_split_page, vmstat.thp_split_page)
+    return HugePages(mode, held, vmstat.thp_deferred_split_page, vmstat.thp_split_page)
