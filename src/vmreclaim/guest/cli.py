@@ -7,11 +7,13 @@ vmreclaim.cli.main turns into messages with hints.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import time
 from pathlib import Path
 
-from vmreclaim.errors import UsageError
+from vmreclaim.errors import UsageError, VmreclaimError
 from vmreclaim.guest import oneshot, status
 from vmreclaim.guest.actions import (
     DEFAULT_TIME_LIMIT_S,
@@ -20,11 +22,14 @@ from vmreclaim.guest.actions import (
 )
 from vmreclaim.guest.config import load_settings
 from vmreclaim.guest.daemon import Agent, stop_on_signals
+from vmreclaim.guest.dropbehind import DropBehind
 from vmreclaim.guest.observe import observe
 from vmreclaim.guest.observe.snapshot import DEFAULT_PAGE_SIZE
 from vmreclaim.guest.policies import POLICIES, get_policy
 from vmreclaim.guest.priority import lower_priority
 from vmreclaim.units import format_size, parse_size
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -189,15 +194,37 @@ def _run(args: argparse.Namespace) -> int:
     if args.root == Path("/"):
         # Only for the real kernel: a test pointing --root at a fake tree keeps its priority.
         lower_priority()
-    agent = Agent(
-        args.root,
-        get_policy(settings.agent.policy),
-        settings.policy_config(),
-        interval_s=settings.agent.interval_s,
-        page_size=_page_size(args.root),
-        reclaim_time_limit_s=settings.agent.reclaim_time_limit_s,
-    )
-    agent.log_start(settings.agent)
-    with stop_on_signals(agent):
-        agent.run(duration_s=duration_s, max_ticks=1 if args.once else None)
+    policy, config = get_policy(settings.agent.policy), settings.policy_config()
+    with contextlib.ExitStack() as stack:
+        drop_behind = None
+        # Only on the real system: a --root tree of kernel text (tests) has no writes to watch.
+        if policy.watches_writes(config) and args.root == Path("/"):
+            drop_behind = _watch_writes(args.root)
+            if drop_behind is not None:
+                stack.enter_context(drop_behind)
+        agent = Agent(
+            args.root,
+            policy,
+            config,
+            interval_s=settings.agent.interval_s,
+            page_size=_page_size(args.root),
+            reclaim_time_limit_s=settings.agent.reclaim_time_limit_s,
+            drop_behind=drop_behind,
+        )
+        agent.log_start(settings.agent)
+        with stop_on_signals(agent):
+            agent.run(duration_s=duration_s, max_ticks=1 if args.once else None)
     return 0
+
+
+def _watch_writes(root: Path) -> DropBehind | None:
+    """The watch of file writes for drop-behind, or None (logged) where it cannot run: the
+    agent then reclaims by its other steps."""
+    try:
+        watch = DropBehind(root)
+    except VmreclaimError as err:
+        hint = f" ({err.hint})" if err.hint else ""
+        log.warning("drop-behind is off: %s%s", err.message, hint)
+        return None
+    log.info("drop-behind: watching writes on %s", ", ".join(watch.watched))
+    return watch

@@ -34,6 +34,7 @@ from vmreclaim.guest.actions import (
     write_control_file,
 )
 from vmreclaim.guest.config import AgentConfig, describe
+from vmreclaim.guest.dropbehind import DropBehind, DropResult
 from vmreclaim.guest.observe import CpuTimes, Observation, observe
 from vmreclaim.guest.policies import Decision, Policy
 from vmreclaim.guest.priority import normal_cpu_priority
@@ -71,6 +72,7 @@ class TickReport:
     after: Observation | None = None
     errors: tuple[str, ...] = ()
     split: SplitResult | None = None
+    dropped: DropResult | None = None
 
     @property
     def reclaimed_bytes(self) -> int | None:
@@ -103,7 +105,10 @@ class Agent:
         writer: ControlWriter = write_control_file,
         own_cpu: OwnCpu = process_cpu_seconds,
         user_hz: int | None = None,
+        drop_behind: DropBehind | None = None,
     ) -> None:
+        """`drop_behind`: the watch of file writes whose findings each tick's observation
+        carries (Observation.written) and whose files a decision may drop; the caller owns it."""
         self.root = root
         self.policy = policy
         self.config = config
@@ -116,6 +121,7 @@ class Agent:
         self._clock = clock
         self._writer = writer
         self._own_cpu = own_cpu
+        self._drop_behind = drop_behind
         # /proc/stat counts USER_HZ ticks (sysconf's CLK_TCK, 100 on Linux).
         self._user_hz = user_hz or os.sysconf("SC_CLK_TCK")
         self._stopped = threading.Event()
@@ -164,6 +170,8 @@ class Agent:
             obs = dataclasses.replace(
                 obs, cpu=discount_cpu(obs.cpu, user_s, system_s, self._user_hz)
             )
+        if self._drop_behind is not None:
+            obs = dataclasses.replace(obs, written=self._drop_behind.poll(obs.timestamp))
         decision, self.state = self.policy.decide(obs, self.config, self.state)
         self.ticks += 1
         if not decision.acts:
@@ -174,8 +182,15 @@ class Agent:
         return report
 
     def _act(self, obs: Observation, decision: Decision) -> TickReport:
-        reclaim = compaction = split = None
+        reclaim = compaction = split = dropped = None
         errors = []
+        if decision.drop_written_before is not None and self._drop_behind is not None:
+            # First: memory.reclaim's amount was planned without these files.
+            dropped = self._drop_behind.drop(
+                decision.drop_written_before,
+                time_limit_s=self.reclaim_time_limit_s,
+                clock=self._clock,
+            )
         if decision.split_huge_pages:
             try:
                 split = split_huge_pages(self.root, clock=self._clock, writer=self._writer)
@@ -208,7 +223,7 @@ class Agent:
         elif decision.compact:
             log.debug("not compacting: /proc/sys/vm/compact_memory is missing")
         after = observe(self.root, self._clock, self.page_size)
-        return TickReport(obs, decision, reclaim, compaction, after, tuple(errors), split)
+        return TickReport(obs, decision, reclaim, compaction, after, tuple(errors), split, dropped)
 
     @staticmethod
     def _log_split(report: TickReport) -> None:
@@ -225,8 +240,29 @@ class Agent:
             report.decision.split_reason,
         )
 
+    @staticmethod
+    def _log_dropped(report: TickReport) -> None:
+        dropped = report.dropped
+        if dropped is None:
+            return
+        after = report.after.memory.file_cache_bytes if report.after else None
+        gone = f", {dropped.gone} gone meanwhile" if dropped.gone else ""
+        cut = ", time limit: the rest next tick" if dropped.stop == "time-limit" else ""
+        log.info(
+            "drop-behind: %d file(s) of %s dropped%s%s, file cache %s -> %s in %.2f s; why: %s",
+            dropped.files,
+            format_size(dropped.bytes),
+            gone,
+            cut,
+            _size(report.before.memory.file_cache_bytes),
+            _size(after),
+            dropped.elapsed_s,
+            report.decision.drop_reason,
+        )
+
     def _log_actions(self, report: TickReport) -> None:
         why = report.decision.reason
+        self._log_dropped(report)
         self._log_split(report)
         result = report.reclaim
         if result is not None:

@@ -196,9 +196,7 @@ def render_text(report: OneShotReport) -> str:
             f"reclaim: {result.plan.method}{key}, {result.writes} write(s), stopped: "
             f"{result.stop}, {result.elapsed_s:.1f} s ({result.plan.reason})"
         ]
-    held = _change(
-        before.huge_pages.partly_freed_bytes, after.huge_pages.partly_freed_bytes
-    )
+    held = _change(before.huge_pages.partly_freed_bytes, after.huge_pages.partly_freed_bytes)
     if report.split is not None:
         lines.append(f"huge pages split: {report.split.elapsed_s:.1f} s")
     lines.append(f"held in partly freed huge pages: {held}")

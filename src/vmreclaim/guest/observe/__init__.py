@@ -14,6 +14,7 @@ from vmreclaim.guest.observe.pressure import Pressure, PressureLine
 from vmreclaim.guest.observe.reporting import ReportingPath, VirtioBalloon
 from vmreclaim.guest.observe.snapshot import Observation, observe
 from vmreclaim.guest.observe.thp import HugePages
+from vmreclaim.guest.observe.written import WrittenFile, WrittenOnce
 
 __all__ = [
     "BuddyInfo",
@@ -30,6 +31,8 @@ __all__ = [
     "ReportingPath",
     "VirtioBalloon",
     "VmStat",
+    "WrittenFile",
+    "WrittenOnce",
     "observe",
     "split_free",
 ]

@@ -25,6 +25,7 @@ from vmreclaim.guest.observe.memory import (
 from vmreclaim.guest.observe.pressure import Pressure, read_pressure
 from vmreclaim.guest.observe.reporting import ReportingPath, read_reporting_path
 from vmreclaim.guest.observe.thp import HugePages, huge_pages
+from vmreclaim.guest.observe.written import WrittenOnce
 
 DEFAULT_PAGE_SIZE = 4096
 
@@ -61,6 +62,9 @@ class Observation:
     reclaim: ReclaimInterface
     huge_pages: HugePages
     incomplete: tuple[str, ...]
+    written: WrittenOnce | None = None
+    """Files written once and not read since; None unless the agent watches writes
+    (vmreclaim.guest.dropbehind adds it to each tick's snapshot)."""
 
     def is_complete(self, *parts: str) -> bool:
         """True when none of `parts` (all parts, if none given) is incomplete.

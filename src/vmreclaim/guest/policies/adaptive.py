@@ -43,6 +43,11 @@ Control law, once per tick (dt seconds since the previous one):
    actions.split_huge_pages) and compact, since the freed pages land in small blocks; at most
    every thp_split_interval_s, doubling the wait while splits free less than thp_split_min_bytes
    (pinned pages cannot be split).
+10. Drop-behind: files closed after writing and not read for drop_behind_age_s are cold for
+   certain (vmreclaim.guest.dropbehind watches both); drop their cache every tick, busy or idle,
+   paused or not, since no one is using it. What they hold comes out of steps 4-5's amounts, so
+   memory.reclaim does not take as much again from the list's other pages, the hot set's among
+   them.
 """
 
 from __future__ import annotations
@@ -124,6 +129,12 @@ class AdaptiveConfig:
     thp_split_interval_s: float = 30.0
     # Longest wait between splits that do not free thp_split_min_bytes.
     thp_split_max_interval_s: float = 600.0
+    # Step 10: files closed after writing and not read since for this long have their cache
+    # dropped; 0 turns drop-behind off (and the agent's watch of writes with it). As long as
+    # busy_min_age_s: a file set written and then read back is read within it.
+    drop_behind_age_s: float = 20.0
+    # ... when they hold at least this much (an upper bound: their sizes).
+    drop_behind_min_bytes: int = 4 << 20
 
 
 # After a split, more compactions this far apart (see _plan_compaction).
@@ -143,6 +154,7 @@ class Activity(NamedTuple):
     dt: float
     idle: bool
     cpu: str  # the CPU state for reasons, e.g. "busy (12.5 % CPU)"
+    dropping_bytes: int = 0  # cache drop-behind takes this tick (step 10)
 
 
 class Counters(NamedTuple):
@@ -271,7 +283,7 @@ def _reclaim_step(  # noqa: PLR0911 - one return per case of the law, each with 
     assert inactive is not None
     idle, cpu = activity.idle, activity.cpu
     floor = state.floor_bytes or config.min_floor_bytes
-    above = reclaimable - floor
+    above = reclaimable - floor - activity.dropping_bytes
     if above < config.min_step_bytes:
         return 0, f"{fmt(reclaimable)} reclaimable is within the {fmt(floor)} floor"
     plan = plan_reclaim(obs.reclaim, mem.swap_active)
@@ -293,7 +305,7 @@ def _reclaim_step(  # noqa: PLR0911 - one return per case of the law, each with 
     settled = min(size for _, size in state.inactive_window) if state.inactive_window else 0
     young = inactive - settled
     waits = f" ({fmt(young)} newer than {config.busy_min_age_s:.0f} s waits)" if young > 0 else ""
-    cold = min(settled, above)
+    cold = min(settled - activity.dropping_bytes, above)
     if cold < config.min_step_bytes:
         return 0, (
             f"{cpu}: {fmt(cold)} inactive cache above the {fmt(floor)} floor, too little{waits}"
@@ -409,6 +421,36 @@ def decide(
     )
     if last is None or now <= last.timestamp:
         return no_action("first sample: measuring"), state
+    drop_before, dropping, drop_why = _drop_behind(obs, config)
+    decision, state = _decide_reclaim(obs, config, state, last, dropping)
+    if drop_before is not None:
+        decision = dataclasses.replace(
+            decision, drop_written_before=drop_before, drop_reason=drop_why
+        )
+    return decision, state
+
+
+def _drop_behind(obs: Observation, config: AdaptiveConfig) -> tuple[float | None, int, str]:
+    """(drop the files closed before this time, or None; what they hold; why): step 10."""
+    written = obs.written
+    if written is None or config.drop_behind_age_s <= 0:
+        return None, 0, ""
+    before = obs.timestamp - config.drop_behind_age_s
+    files, size = written.closed_before(before)
+    if size < config.drop_behind_min_bytes:
+        return None, 0, ""
+    why = (
+        f"{files} file(s) of {fmt(size)} written and not read for {config.drop_behind_age_s:.0f} s"
+    )
+    return before, size, why
+
+
+def _decide_reclaim(
+    obs: Observation, config: AdaptiveConfig, state: AdaptiveState, last: Counters, dropping: int
+) -> tuple[Decision, AdaptiveState]:
+    """Steps 1-9 of the law, on a tick that has a previous one."""
+    now = obs.timestamp
+    pressure = obs.memory_pressure
     dt = now - last.timestamp
     floor = _decay(state.floor_bytes or config.min_floor_bytes, dt, config)
     state = dataclasses.replace(state, floor_bytes=floor)
@@ -424,10 +466,10 @@ def decide(
         left = state.paused_until - now
         return no_action(f"paused after memory pressure, {left:.0f} s left"), state
 
-    idle, cpu = _idle(window, config)
+    idle, cpu = _idle(state.cpu_window, config)
     if not idle:
         state = dataclasses.replace(state, idle_reclaimed=False)
-    step, why = _reclaim_step(obs, config, state, Activity(dt, idle, cpu))
+    step, why = _reclaim_step(obs, config, state, Activity(dt, idle, cpu, dropping))
     split, state = _split(obs, config, state)
     compact, state = _plan_compaction(obs, config, state, split is not None)
     if step > 0:
@@ -453,4 +495,5 @@ ADAPTIVE: Policy[AdaptiveConfig, AdaptiveState] = Policy(
     decide=decide,
     config_type=AdaptiveConfig,
     initial_state=AdaptiveState,
+    watches_writes=lambda config: config.drop_behind_age_s > 0,
 )

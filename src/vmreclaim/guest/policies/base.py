@@ -44,6 +44,9 @@ class Decision:
     split_huge_pages: run the deferred split shrinker, so that huge pages processes partly freed
         give their free part back (actions.split_huge_pages).
     split_reason: why split.
+    drop_written_before: drop the page cache of files closed after writing before this time (on
+        the observation's clock) and not read since (vmreclaim.guest.dropbehind); None: not.
+    drop_reason: why drop them.
     """
 
     reclaim_bytes: int = 0
@@ -53,10 +56,18 @@ class Decision:
     compact_reason: str = ""
     split_huge_pages: bool = False
     split_reason: str = ""
+    drop_written_before: float | None = None
+    drop_reason: str = ""
 
     @property
     def acts(self) -> bool:
-        return self.reclaim_bytes > 0 or self.drop_caches or self.compact or self.split_huge_pages
+        return (
+            self.reclaim_bytes > 0
+            or self.drop_caches
+            or self.compact
+            or self.split_huge_pages
+            or self.drop_written_before is not None
+        )
 
 
 def no_action(reason: str) -> Decision:
@@ -72,6 +83,9 @@ class Policy(Generic[ConfigT, StateT]):
     decide: Callable[[Observation, ConfigT, StateT], tuple[Decision, StateT]]
     config_type: Callable[[], ConfigT]  # the dataclass; called with no arguments: the defaults
     initial_state: Callable[[], StateT]
+    watches_writes: Callable[[ConfigT], bool] = lambda config: False
+    """Whether, under `config`, the policy reads Observation.written (the agent then watches
+    file writes with fanotify, which costs a little CPU per write)."""
 
 
 def missing_parts(obs: Observation, parts: tuple[str, ...]) -> tuple[str, ...]:
