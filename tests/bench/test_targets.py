@@ -18,9 +18,7 @@ MIB = 1 << 20
 
 def _heap_run(contender: str, back_mib: int, repeat: int = 0) -> RunResult:
     """thp-heap-freed: 1000 MiB on the host, 900 MiB freed at 10 s, `back_mib` gone by 20 s."""
-    samples = [
-        Sample(t, (1000 - (back_mib if t >= 20 else 0)) * MIB, 0) for t in range(0, 60)
-    ]
+    samples = [Sample(t, (1000 - (back_mib if t >= 20 else 0)) * MIB, 0) for t in range(0, 60)]
     recording = Recording(samples, [NeedSample(0, 100 * MIB)], [("build", 4.0), ("free", 10.0)])
     heap = HeapReport(
         heap_bytes=1024 * MIB, freed_bytes=900 * MIB, held_bytes=890 * MIB, memfree_rise_bytes=0

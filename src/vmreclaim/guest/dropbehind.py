@@ -83,6 +83,15 @@ class _Tracked(NamedTuple):
     path: str
     size_bytes: int
     closed_at: float
+    modified_ns: int  # st_mtime_ns at the close: a file modified or replaced since is not it
+
+
+def _read_since_written(stat: os.stat_result) -> bool:
+    """Whether the file was read after its last write, by its access time: under relatime (the
+    default) and strictatime the first read after a write moves atime past mtime. Reads the
+    fanotify watch cannot see (before its mark was placed) are caught this way; under noatime
+    this says False and the watch alone decides."""
+    return stat.st_atime_ns > stat.st_mtime_ns
 
 
 FileKey = tuple[int, int]  # (st_dev, st_ino)
@@ -92,7 +101,7 @@ FileKey = tuple[int, int]  # (st_dev, st_ino)
 class DropResult:
     files: int  # files whose cache was dropped
     bytes: int  # their sizes: an upper bound on what left the cache
-    gone: int  # tracked files that were deleted or replaced meanwhile
+    gone: int  # tracked files deleted, replaced, modified or found read meanwhile
     elapsed_s: float
     stop: str  # "done" or "time-limit"
 
@@ -281,12 +290,15 @@ class DropBehind:
         elif mask & FAN_CLOSE_WRITE:
             if not stat_mode.S_ISREG(stat.st_mode) or stat.st_size < MIN_FILE_BYTES:
                 return
+            if _read_since_written(stat):  # read before this event was handled
+                self._files.pop(key, None)
+                return
             if key not in self._files and len(self._files) >= MAX_TRACKED_FILES:
                 self._skipped += 1
                 return
             path = os.readlink(f"/proc/self/fd/{fd}")
             self._api.mark(self._group, FAN_MARK_ADD, FAN_ACCESS, fd, None)
-            self._files[key] = _Tracked(path, stat.st_size, now)
+            self._files[key] = _Tracked(path, stat.st_size, now, stat.st_mtime_ns)
 
     def drop(
         self,
@@ -317,14 +329,17 @@ class DropBehind:
         return DropResult(files, dropped, gone, clock() - start, stop)
 
     def _drop_file(self, key: FileKey, file: _Tracked) -> bool:
-        """Write out and drop one file's cache; False if it is no longer the file we saw."""
+        """Write out and drop one file's cache; False if it is no longer the file we saw (gone,
+        replaced, modified since its close) or it was read after all."""
         try:
             fd = os.open(file.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
             return False
         try:
             stat = os.fstat(fd)
-            if (stat.st_dev, stat.st_ino) != key:
+            if (stat.st_dev, stat.st_ino) != key or stat.st_mtime_ns != file.modified_ns:
+                return False
+            if _read_since_written(stat):
                 return False
             self._api.sync_range(fd)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)

@@ -26,7 +26,11 @@ Control law, once per tick (dt seconds since the previous one):
    raised the floor). Reclaim the share
    1 - exp(-dt / busy_time_constant_s) of them, so the cold set decays exponentially (tau 20 s:
    ~86 % gone in 40 s, 95 % in 60 s), at least min_step_bytes (the tail does not linger) and at
-   most one 256 MiB memory.reclaim write.
+   most one 256 MiB memory.reclaim write. And never so much that the inactive list falls below
+   what the kernel keeps against the active one (inactive_is_low() in mm/vmscan.c: inactive *
+   int_sqrt(10 * GiB of file cache) >= active, ratio 1 under 1 GiB): below it, reclaim refills the
+   inactive list from the active one, the hot set's pages among them, and takes them before their
+   next read. Drop-behind (step 10) is not bound by this: it takes named files.
 5. Idle (<= 0.5 % busy over a sliding 15 s window, not WSL2's 2 minutes): reclaim everything
    above the floor, at most idle_max_step_bytes (WSL2 gradual's largest step) per tick.
 6. Steps under min_step_bytes are not worth a write (oVirt MoM ignores small changes), reclaims
@@ -273,6 +277,15 @@ def _split(
     return f"{fmt(held)} held in partly freed huge pages", state
 
 
+def inactive_kept_by_kernel(inactive: int, active: int) -> int:
+    """The inactive file list below which reclaim deactivates active pages (step 4): the least
+    inactive with inactive * ratio >= active, ratio = int_sqrt(10 * GiB on both lists), 1 under
+    1 GiB (inactive_is_low() in mm/vmscan.c, Linux 4.10+)."""
+    gib = (inactive + active) >> 30
+    ratio = math.isqrt(10 * gib) if gib else 1
+    return -(-active // ratio)
+
+
 def _reclaim_step(  # noqa: PLR0911 - one return per case of the law, each with its reason
     obs: Observation, config: AdaptiveConfig, state: AdaptiveState, activity: Activity
 ) -> tuple[int, str]:
@@ -305,10 +318,12 @@ def _reclaim_step(  # noqa: PLR0911 - one return per case of the law, each with 
     settled = min(size for _, size in state.inactive_window) if state.inactive_window else 0
     young = inactive - settled
     waits = f" ({fmt(young)} newer than {config.busy_min_age_s:.0f} s waits)" if young > 0 else ""
-    cold = min(settled - activity.dropping_bytes, above)
+    kept = inactive_kept_by_kernel(inactive, mem.active_file_bytes or 0)
+    cold = min(settled - activity.dropping_bytes, above, inactive - activity.dropping_bytes - kept)
     if cold < config.min_step_bytes:
         return 0, (
-            f"{cpu}: {fmt(cold)} inactive cache above the {fmt(floor)} floor, too little{waits}"
+            f"{cpu}: {fmt(cold)} inactive cache above the {fmt(floor)} floor and the "
+            f"{fmt(kept)} the kernel keeps inactive, too little{waits}"
         )
     # Exponential decay of the cold set: this tick's share of it, clamped to the bounds.
     share = 1 - math.exp(-activity.dt / config.busy_time_constant_s)
