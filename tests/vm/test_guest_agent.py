@@ -79,3 +79,38 @@ def test_adaptive_keeps_a_hot_file_set(busy_vm: VirtualMachine) -> None:
     assert lowest - before <= 0.3 * COLD, (before, filled, lowest, log)
     # Refaults are counted in pages: the hot set re-read from disk less than once in total.
     assert hot_report["refaults"] * 4096 < hot, (hot_report, log)
+
+
+def _resident(vm: VirtualMachine, path: str) -> int:
+    """Bytes of `path` in the guest's page cache (util-linux fincore, from the host's /usr)."""
+    return int(vm.check(f"fincore --bytes --noheadings --output RES {path}").text.split()[0])
+
+
+def test_adaptive_drops_files_written_once_and_keeps_files_read_back(
+    busy_vm: VirtualMachine,
+) -> None:
+    # A floor of 1 GiB keeps the rest of the law out of it: drop-behind alone may act.
+    busy_vm.check("printf '[adaptive]\\nmin_floor_bytes = 1G\\n' >/tmp/agent.ini")
+    busy_vm.check(
+        "python3 -m vmreclaim guest run --config /tmp/agent.ini >/tmp/agent.log 2>&1 & "
+        "while ! grep -q 'drop-behind: watching' /tmp/agent.log; do sleep 0.5; done",
+        timeout=60,
+    )
+    write = f"{WORKLOADS} write-files"
+    busy_vm.check(
+        f"{write} /mnt/scratch/cold {64 * MIB} && {write} /mnt/scratch/early {64 * MIB} && "
+        # read back at once, maybe before the agent handled its close (atime tells)
+        "cat /mnt/scratch/early/* >/dev/null && "
+        f"{write} /mnt/scratch/late {64 * MIB} && sleep 6 && cat /mnt/scratch/late/* >/dev/null",
+        timeout=300,
+    )
+    # The drop comes 20 s (drop_behind_age_s) after the close, at the next 2 s tick.
+    busy_vm.check(
+        "for i in $(seq 60); do grep -q 'drop-behind: .* dropped' /tmp/agent.log && break; "
+        "sleep 1; done; sleep 3",
+        timeout=120,
+    )
+    log = busy_vm.run("cat /tmp/agent.log").text
+    assert _resident(busy_vm, "/mnt/scratch/cold/data-0000") == 0, log
+    assert _resident(busy_vm, "/mnt/scratch/early/data-0000") == 64 * MIB, log
+    assert _resident(busy_vm, "/mnt/scratch/late/data-0000") == 64 * MIB, log
