@@ -62,11 +62,11 @@ class PgbenchRun:
     load starts, so the host can sum the log from that moment on."""
 
 
-def check_installed() -> None:
-    for program in ("initdb", "pg_ctl", "postgres", "pgbench"):
-        if not (BIN_DIR / program).is_file():
+def check_installed(bin_dir: Path = BIN_DIR) -> None:
+    for program in ("initdb", "pg_ctl", "postgres", "psql", "pgbench"):
+        if not (bin_dir / program).is_file():
             raise MissingDependencyError(
-                f"PostgreSQL 15 is not installed: {BIN_DIR / program} is missing",
+                f"PostgreSQL 15 is not installed: {bin_dir / program} is missing",
                 hint="run scripts/setup (it installs postgresql-15)",
             )
 
