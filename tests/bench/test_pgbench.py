@@ -108,8 +108,18 @@ def test_the_cold_window_starts_at_the_writers_mark(tmp_path: Path) -> None:
     assert load.file_refaults is None  # the guest's readings add it
 
 
+def test_the_cold_window_lasts_the_scenarios_guest_seconds(tmp_path: Path) -> None:
+    load = database_load(
+        _logs(tmp_path), 1796072104.0, 1796072118.0, cold_started_at=1796072104.0, window_s=3.4
+    )
+    assert load.cold_write is not None
+    assert load.cold_write.seconds == pytest.approx(3.4)
+    assert load.cold_write.transactions == 7
+    assert load.whole.transactions == 12
+
+
 def test_without_the_writers_mark_there_is_no_cold_window(tmp_path: Path) -> None:
-    load = database_load(_logs(tmp_path), 1796072104.0, 1796072118.0, None)
+    load = database_load(_logs(tmp_path), 1796072104.0, 1796072118.0, cold_started_at=None)
     assert load.cold_write is None
     assert load.cold_write_seconds is None
 

@@ -94,8 +94,9 @@ class DatabaseLoad:
     whole: PgbenchFigures
     """From pgbench's start until the host stopped it."""
     cold_write: PgbenchFigures | None
-    """From the cold writer's start until pgbench was stopped: while reclaim had the cold files
-    to take (None if the writer never started)."""
+    """From the cold writer's start, for the scenario's window of guest seconds or until pgbench
+    was stopped if that came first (its `seconds` say so): while the files are written and
+    reclaim has them to take. None if the writer never started."""
     cold_write_seconds: float | None = None
     """How long the cold writer took, on the guest's clock; None if it had not finished when
     pgbench was stopped (then "cold back" counts files that were never written)."""
@@ -109,15 +110,19 @@ def database_load(
     logs: Iterable[str],
     started_at: float,
     stopped_at: float,
+    *,
     cold_started_at: float | None,
     cold_ended_at: float | None = None,
+    window_s: float = float("inf"),
 ) -> DatabaseLoad:
     """The figures of one pgbench run from the text of its log files (one per thread) and the
-    guest's times of its start and stop and of the cold writer's start and end."""
+    guest's times of its start and stop and of the cold writer's start and end; the cold
+    writer's window lasts `window_s`."""
     transactions = [t for text in logs for t in parse_log(text)]
     cold = None
     if cold_started_at is not None and cold_started_at < stopped_at:
-        cold = summarize(transactions, cold_started_at, stopped_at)
+        cold_end = min(stopped_at, cold_started_at + window_s)
+        cold = summarize(transactions, cold_started_at, cold_end)
     writer = None
     if cold_started_at is not None and cold_ended_at is not None:
         writer = cold_ended_at - cold_started_at

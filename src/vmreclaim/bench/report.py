@@ -180,7 +180,7 @@ def _extra_columns(runs: list[RunResult]) -> list[Column]:
             ("held in huge pages at the end", _heap_end_cell),
         ]
     if any(r.measures.database is not None for r in runs):
-        # While the cold files are written (and reclaimed), then over pgbench's whole run.
+        # Over the window from the cold writer's start, then over pgbench's whole run.
         columns += [
             ("pgbench TPS, cold-write (whole run)", _tps_cell),
             ("latency avg, cold-write", _latency_avg_cell),

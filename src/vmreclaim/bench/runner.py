@@ -111,7 +111,7 @@ def run_one(
         at_end = _guest_memory(vm)
         hot = _hot_set(vm) if scenario.hot_bytes else None
         heap = _heap_report(vm) if scenario.runtime_heap_bytes else None
-        database = _database(vm) if scenario.database else None
+        database = _database(vm, scenario.database.window_s) if scenario.database else None
         agent_cpu, agent_log = _agent(vm, time.monotonic() - agent_started)
         result = RunResult(
             scenario=scenario.name,
@@ -157,7 +157,7 @@ def _hot_set(vm: VirtualMachine) -> HotSet | None:
     )
 
 
-def _database(vm: VirtualMachine) -> DatabaseLoad:
+def _database(vm: VirtualMachine, window_s: float) -> DatabaseLoad:
     """Stop pgbench and sum its logs. A pgbench that failed fails the run: its figures would
     compare a broken database with working ones."""
     done = vm.run(
@@ -181,7 +181,21 @@ def _database(vm: VirtualMachine) -> DatabaseLoad:
     ended = float(done.text) if done.ok and done.text.strip().isdigit() else None
     if ended is None:
         log.warning("the cold writer had not finished when the run ended")
-    return database_load(logs, run.started_at, run.stopped_at, run.marked_at, ended)
+    load = database_load(
+        logs,
+        run.started_at,
+        run.stopped_at,
+        cold_started_at=run.marked_at,
+        cold_ended_at=ended,
+        window_s=window_s,
+    )
+    if load.cold_write is not None and load.cold_write.seconds < window_s:
+        log.warning(
+            "pgbench stopped %.1f guest s into its %.0f s window: the host was too busy",
+            load.cold_write.seconds,
+            window_s,
+        )
+    return load
 
 
 def _guest_memory(vm: VirtualMachine) -> guestmem.GuestMemory:
