@@ -36,3 +36,10 @@ def test_a_kernel_without_swap_counters_reads_as_nothing_swapped() -> None:
     no_swap = MEMINFO.replace("524284", "0").replace("485372", "0")
     memory = parse(no_swap, "nr_free_pages 25600\n")
     assert (memory.swap_used_bytes, memory.swapped_out_pages) == (0, 0)
+
+
+def test_file_refaults_come_from_vmstat_under_either_name() -> None:
+    assert parse(MEMINFO, VMSTAT + "workingset_refault_file 4242\n").file_refaults == 4242
+    # Before 5.9 the counter had no suffix.
+    assert parse(MEMINFO, VMSTAT + "workingset_refault 17\n").file_refaults == 17
+    assert parse(MEMINFO, VMSTAT).file_refaults == 0

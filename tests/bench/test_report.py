@@ -9,6 +9,7 @@ from typing import Any
 from vmreclaim.bench import report
 from vmreclaim.bench.guestmem import GuestMemory
 from vmreclaim.bench.measures import measure
+from vmreclaim.bench.pgbench import DatabaseLoad, PgbenchFigures
 from vmreclaim.bench.recorder import NeedSample, Recording, Sample
 from vmreclaim.bench.runner import RunResult
 from vmreclaim.workloads.runtime_heap import HeapReport
@@ -103,3 +104,34 @@ def test_json_carries_the_heap_and_swap_measures(tmp_path: Path) -> None:
     measures = json.loads((tmp_path / "results.json").read_text())["runs"][0]["measures"]
     assert measures["swap"] == {"growth_bytes": 0, "swapped_out_bytes": 0}
     assert measures["heap"] is None
+
+
+def test_the_database_columns_appear_only_with_a_database_and_its_figures_in_json(
+    tmp_path: Path,
+) -> None:
+    figures = PgbenchFigures(150.0, 180000, 0, 1200.0, 0.00166, 0.00679)
+    whole = PgbenchFigures(160.0, 196000, 0, 1225.0, 0.00160, 0.00664)
+    load = DatabaseLoad(whole=whole, cold_write=figures, cold_write_seconds=None)
+    start = GuestMemory(0, 0, 0, file_refaults=10)
+    end = GuestMemory(0, 0, 0, file_refaults=1118)
+    results = [
+        _measured("busy-with-cold-cache"),
+        _measured("pgbench-ro", guest_start=start, guest_end=end, database=load),
+    ]
+    sections = report.markdown(results, {"command": "c", "machine": "m"}).split("### ")
+    busy, database = (
+        next(s for s in sections if s.startswith(name + "\n"))
+        for name in ("busy-with-cold-cache", "pgbench-ro")
+    )
+    assert "pgbench" not in busy
+    assert (
+        "| pgbench TPS, cold-write (whole run) | latency avg, cold-write "
+        "| latency p99, cold-write (whole run) | file refaults | cold writer took (guest clock) |"
+    ) in database
+    assert "| 1200 (1225) | 1.66 ms | 6.79 ms (6.64 ms) | 1108 | unfinished |" in database
+
+    report.write(results[1:], {"command": "c", "machine": "m"}, tmp_path)
+    measures = json.loads((tmp_path / "results.json").read_text())["runs"][0]["measures"]
+    assert measures["database"]["cold_write"]["tps"] == 1200.0
+    assert measures["database"]["whole"]["latency_p99_s"] == 0.00664
+    assert measures["database"]["file_refaults"] == 1108

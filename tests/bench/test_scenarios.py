@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from vmreclaim.bench.cli import _SCENARIOS
-from vmreclaim.bench.scenarios import HEAP_RELEASE, SCENARIOS, busy_with_cold_cache
+from vmreclaim.bench.scenarios import (
+    COLD_DONE,
+    COLD_MARK,
+    HEAP_RELEASE,
+    PGBENCH_STOP,
+    SCENARIOS,
+    busy_with_cold_cache,
+)
 
 MIB = 1 << 20
 
@@ -40,3 +47,33 @@ def test_the_heap_is_freed_at_the_last_phases_start_with_time_to_measure_30_s(
     assert free.wait
     assert free.seconds > 30
     assert scenario.runtime_heap_bytes >= 512 * MIB
+
+
+@pytest.mark.parametrize("quick", [True, False])
+@pytest.mark.parametrize("name", ["pgbench-ro", "pgbench-rw"])
+def test_the_database_is_loaded_before_the_run_and_the_cold_writer_starts_under_pgbench(
+    name: str, quick: bool
+) -> None:
+    scenario = SCENARIOS[name](quick)
+    assert scenario.database is not None
+    assert scenario.database.select_only == (name == "pgbench-ro")
+    # Tables several times shared_buffers (32 MB), so the page cache holds them.
+    assert scenario.database.scale * 16 * MIB >= 2 * 32 * MIB
+    assert f"database /mnt/scratch/postgres/data --scale {scenario.database.scale}" in (
+        scenario.setup
+    )
+    start, cold = scenario.phases
+    assert " pgbench " in start.script
+    assert ("--select-only" in start.script) == (name == "pgbench-ro")
+    assert f"--until {PGBENCH_STOP}" in start.script
+    assert f"--mark {COLD_MARK}" in start.script
+    assert not start.wait
+    # The writer marks its start for pgbench's log and is the last phase: "cold back" is
+    # measured from there, as in busy-with-cold-cache.
+    assert cold.script.startswith(f"touch {COLD_MARK} && ")
+    assert f"write-files /mnt/scratch/cold {scenario.cold_bytes}" in cold.script
+    assert cold.script.endswith(f"touch {COLD_DONE}")
+    assert cold.seconds == (50.0 if quick else 150.0)
+    assert scenario.cold_bytes == (96 if quick else 384) * MIB
+    # The window fits in the phase even when the guest runs 0.2 guest s per host second.
+    assert 0 < scenario.database.window_s <= 0.2 * cold.seconds

@@ -7,6 +7,7 @@ import dataclasses
 from vmreclaim.bench import report
 from vmreclaim.bench.guestmem import GuestMemory
 from vmreclaim.bench.measures import measure
+from vmreclaim.bench.pgbench import DatabaseLoad, PgbenchFigures
 from vmreclaim.bench.recorder import NeedSample, Recording, Sample
 from vmreclaim.bench.repeats import repeats_summary
 from vmreclaim.bench.runner import RunResult
@@ -109,3 +110,60 @@ def test_one_repeat_keeps_the_table_as_it_was() -> None:
     assert "| adaptive |" in table
     assert "#1" not in table
     assert "Over the repeats" not in table
+
+
+def _database_run(
+    contender: str, tps: float, p99_ms: float, cold_back_mib: int = 640, repeat: int = 0
+) -> RunResult:
+    """pgbench-ro: 768 MiB of cold files written from 14 s, `cold_back_mib` of them returned;
+    pgbench's figures over the cold writer's window as given."""
+    samples = [Sample(t, (400 + (768 if t >= 20 else 0)) * MIB, 0) for t in range(0, 100)]
+    samples += [Sample(t, (1168 - cold_back_mib) * MIB, 0) for t in range(100, 164)]
+    recording = Recording(
+        samples, [NeedSample(0, 100 * MIB)], [("pgbench", 4.0), ("cold-write", 14.0)]
+    )
+    figures = PgbenchFigures(150.0, round(150 * tps), 0, tps, 0.0015, p99_ms / 1000)
+    load = DatabaseLoad(whole=figures, cold_write=figures, cold_write_seconds=60.0)
+    start = GuestMemory(0, 0, 0, file_refaults=100)
+    end = dataclasses.replace(start, file_refaults=1100)
+    return RunResult(
+        scenario="pgbench-ro",
+        contender=contender,
+        accel="tcg",
+        boot_seconds=5.0,
+        recording=recording,
+        measures=measure(
+            recording, cold_bytes=768 * MIB, guest_start=start, guest_end=end, database=load
+        ),
+        agent_log="",
+        repeat=repeat,
+    )
+
+
+def test_the_database_targets_compare_adaptive_with_reporting_only() -> None:
+    lines = targets([_database_run("reporting", 1200, 6.80), _database_run("adaptive", 1188, 7.0)])
+    assert lines == [
+        "- pgbench-ro: adaptive returns 80 % of the cold cache within the cold-write phase, "
+        "under pgbench: met (83 %)",
+        "- pgbench-ro: pgbench keeps 98 % of its TPS under adaptive against reporting only: "
+        "met (1188 vs 1200 TPS while the cold files are written, 99.0 %)",
+        "- pgbench-ro: pgbench's p99 latency rises by 5 % at most under adaptive against "
+        "reporting only: met (7.00 vs 6.80 ms, +2.9 %, 1000 file refaults)",
+    ]
+
+
+def test_a_database_slowed_by_reclaim_misses_its_targets() -> None:
+    lines = targets(
+        [_database_run("reporting", 1200, 6.80), _database_run("adaptive", 1150, 7.2, 300)]
+    )
+    assert [line.split(": ")[2].split(" ")[0] for line in lines] == ["MISSED"] * 3
+
+
+def test_repeats_show_the_databases_median_tps_and_p99() -> None:
+    runs = [
+        _database_run("adaptive", tps, p99, repeat=k)
+        for k, (tps, p99) in enumerate([(1190, 7.0), (1180, 7.4), (1200, 6.9)])
+    ]
+    table = "\n".join(repeats_summary(runs))
+    assert "| pgbench TPS, cold-write | latency p99, cold-write | file refaults |" in table
+    assert "| 1190 (1180 - 1200) | 7.00 ms (6.90 ms - 7.40 ms) | 1000 (1000 - 1000) |" in table

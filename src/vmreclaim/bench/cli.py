@@ -17,6 +17,8 @@ _SCENARIOS = (
     "fragmented-free",
     "busy-with-cold-cache-swap",
     "thp-heap-freed",
+    "pgbench-ro",
+    "pgbench-rw",
 )
 _CONTENDERS = ("no-reporting", "reporting", "wsl2-dropcache", "wsl2-gradual", "adaptive")
 
@@ -46,6 +48,10 @@ def _bench(args: argparse.Namespace) -> int:
     memory = parse_size(args.memory)
     if args.repeat < 1:
         raise UsageError(f"bad --repeat {args.repeat}", hint="give 1 or more runs")
+    if any(SCENARIOS[name](args.quick).database for name in scenarios):
+        from vmreclaim.workloads.database import check_installed
+
+        check_installed()  # the guest runs the host's /usr: its PostgreSQL too
     image = guest_image(args)
     results: list[RunResult] = []
     started = time.monotonic()

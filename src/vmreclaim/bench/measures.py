@@ -4,9 +4,10 @@ start; nothing here reads a clock or a file."""
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vmreclaim.bench.guestmem import PAGE, GuestMemory
+from vmreclaim.bench.pgbench import DatabaseLoad
 from vmreclaim.bench.recorder import NeedSample, Recording, Sample
 from vmreclaim.guest.policies.gradual import GradualConfig
 from vmreclaim.workloads.runtime_heap import HeapReport
@@ -77,6 +78,8 @@ class Measures:
     """thp-heap-freed: what the runtime freed and what of it left the host."""
     cold_bytes: int = 0
     """The cold files the scenario wrote (cold_returned_ratio is a share of these)."""
+    database: DatabaseLoad | None = None
+    """Scenarios with a database: pgbench's throughput and latency, and the file refaults."""
 
 
 def needed_at(needs: list[NeedSample], seconds: float) -> int | None:
@@ -165,9 +168,11 @@ def measure(
     guest_start: GuestMemory | None = None,
     guest_end: GuestMemory | None = None,
     swap: bool = False,
+    database: DatabaseLoad | None = None,
 ) -> Measures:
     """`heap`: the runtime's report of a free at the last phase's start. `guest_start` and
-    `guest_end`: the guest's own readings; its swap use is reported when `swap` is set."""
+    `guest_end`: the guest's own readings; its swap use is reported when `swap` is set, and
+    its file refaults with a `database`."""
     samples = recording.samples
     if len(samples) < 2 or not recording.phases:
         raise ValueError("a recording needs samples and phases")
@@ -206,7 +211,16 @@ def measure(
         agent_cpu_ratio=agent_cpu_ratio,
         swap=_swap_use(guest_start, guest_end) if swap else None,
         heap=None if heap is None else _heap_freed(samples, last_phase, heap, guest_end),
+        database=None if database is None else _with_refaults(database, guest_start, guest_end),
     )
+
+
+def _with_refaults(
+    database: DatabaseLoad, start: GuestMemory | None, end: GuestMemory | None
+) -> DatabaseLoad:
+    if start is None or end is None:
+        return database
+    return replace(database, file_refaults=end.file_refaults - start.file_refaults)
 
 
 def _swap_use(start: GuestMemory | None, end: GuestMemory | None) -> SwapUse | None:

@@ -59,6 +59,25 @@ def _heap(m: Measures) -> float | None:
     return None if m.heap is None else 100 * m.heap.returned_30_s_ratio
 
 
+def _tps(m: Measures) -> float | None:
+    if m.database is None:
+        return None
+    return (m.database.cold_write or m.database.whole).tps
+
+
+def _p99_ms(m: Measures) -> float | None:
+    if m.database is None:
+        return None
+    p99 = (m.database.cold_write or m.database.whole).latency_p99_s
+    return None if p99 is None else 1000 * p99
+
+
+def _db_refaults(m: Measures) -> float | None:
+    if m.database is None or m.database.file_refaults is None:
+        return None
+    return float(m.database.file_refaults)
+
+
 METRICS = (
     Metric("excess GiB*s", lambda m: m.excess_gib_s, lambda v: f"{v:.1f}"),
     Metric("final", lambda m: float(m.final_bytes), _size),
@@ -68,6 +87,9 @@ METRICS = (
     Metric("hot refaults", _hot_refaults, lambda v: f"{v:.0f}"),
     Metric("swap growth", _swap, _size),
     Metric("heap back in 30 s", _heap, _percent),
+    Metric("pgbench TPS, cold-write", _tps, lambda v: f"{v:.0f}"),
+    Metric("latency p99, cold-write", _p99_ms, lambda v: f"{v:.2f} ms"),
+    Metric("file refaults", _db_refaults, lambda v: f"{v:.0f}"),
 )
 
 

@@ -127,9 +127,49 @@ def _heap_end_cell(m: Measures) -> str:
     return format_size(m.heap.thp_held_end_bytes)
 
 
+def _ms(seconds: float | None) -> str:
+    return "" if seconds is None else f"{1000 * seconds:.2f} ms"
+
+
+def _tps_cell(m: Measures) -> str:
+    if m.database is None:
+        return ""
+    cold = m.database.cold_write
+    whole = f"{m.database.whole.tps:.0f}"
+    return whole if cold is None else f"{cold.tps:.0f} ({whole})"
+
+
+def _latency_avg_cell(m: Measures) -> str:
+    if m.database is None:
+        return ""
+    figures = m.database.cold_write or m.database.whole
+    return _ms(figures.latency_avg_s)
+
+
+def _latency_p99_cell(m: Measures) -> str:
+    if m.database is None:
+        return ""
+    cold = m.database.cold_write
+    whole = _ms(m.database.whole.latency_p99_s)
+    return whole if cold is None else f"{_ms(cold.latency_p99_s)} ({whole})"
+
+
+def _writer_cell(m: Measures) -> str:
+    if m.database is None:
+        return ""
+    took = m.database.cold_write_seconds
+    return "unfinished" if took is None else f"{took:.0f} s"
+
+
+def _refaults_cell(m: Measures) -> str:
+    if m.database is None or m.database.file_refaults is None:
+        return ""
+    return str(m.database.file_refaults)
+
+
 def _extra_columns(runs: list[RunResult]) -> list[Column]:
     """Columns only the scenarios that measure them get, so the others' tables stay as they
-    were: swap use, and a runtime's freed heap."""
+    were: swap use, a runtime's freed heap, a database's throughput and latency."""
     columns: list[Column] = []
     if any(r.measures.swap is not None for r in runs):
         columns.append(("swap growth (swapped out)", _swap_cell))
@@ -138,6 +178,15 @@ def _extra_columns(runs: list[RunResult]) -> list[Column]:
             ("heap freed (held in huge pages)", _heap_freed_cell),
             ("heap back in 30 s", _heap_back_cell),
             ("held in huge pages at the end", _heap_end_cell),
+        ]
+    if any(r.measures.database is not None for r in runs):
+        # Over the window from the cold writer's start, then over pgbench's whole run.
+        columns += [
+            ("pgbench TPS, cold-write (whole run)", _tps_cell),
+            ("latency avg, cold-write", _latency_avg_cell),
+            ("latency p99, cold-write (whole run)", _latency_p99_cell),
+            ("file refaults", _refaults_cell),
+            ("cold writer took (guest clock)", _writer_cell),
         ]
     return columns
 

@@ -11,12 +11,24 @@ from dataclasses import dataclass
 from vmreclaim.bench import guestmem
 from vmreclaim.bench.contenders import Contender
 from vmreclaim.bench.measures import HotSet, Measures, measure
+from vmreclaim.bench.pgbench import DatabaseLoad, database_load
 from vmreclaim.bench.recorder import Recorder, Recording
-from vmreclaim.bench.scenarios import HEAP_REPORT, HOT_REPORT, HOT_STOP, Scenario
+from vmreclaim.bench.scenarios import (
+    COLD_DONE,
+    HEAP_REPORT,
+    HOT_REPORT,
+    HOT_STOP,
+    PGBENCH_LOGS,
+    PGBENCH_OUTPUT,
+    PGBENCH_REPORT,
+    PGBENCH_STOP,
+    Scenario,
+)
 from vmreclaim.errors import VmreclaimError
 from vmreclaim.lab.image import GuestImage
 from vmreclaim.lab.machine import VirtualMachine
 from vmreclaim.lab.qemu_command import MIB, MachineConfig
+from vmreclaim.workloads.database import PgbenchRun
 from vmreclaim.workloads.runtime_heap import HeapReport
 
 log = logging.getLogger(__name__)
@@ -99,6 +111,7 @@ def run_one(
         at_end = _guest_memory(vm)
         hot = _hot_set(vm) if scenario.hot_bytes else None
         heap = _heap_report(vm) if scenario.runtime_heap_bytes else None
+        database = _database(vm, scenario.database.window_s) if scenario.database else None
         agent_cpu, agent_log = _agent(vm, time.monotonic() - agent_started)
         result = RunResult(
             scenario=scenario.name,
@@ -116,6 +129,7 @@ def run_one(
                 guest_start=at_start,
                 guest_end=at_end,
                 swap=bool(scenario.swap_bytes),
+                database=database,
             ),
             agent_log=agent_log,
             repeat=repeat,
@@ -141,6 +155,47 @@ def _hot_set(vm: VirtualMachine) -> HotSet | None:
         report["median_pass_seconds"],
         int(report["refaults"]),
     )
+
+
+def _database(vm: VirtualMachine, window_s: float) -> DatabaseLoad:
+    """Stop pgbench and sum its logs. A pgbench that failed fails the run: its figures would
+    compare a broken database with working ones."""
+    done = vm.run(
+        f"touch {PGBENCH_STOP}; for i in $(seq 120); do [ -e {PGBENCH_REPORT} ] && break; "
+        f"sleep 0.5; done; cat {PGBENCH_REPORT}",
+        timeout=120,
+    )
+    try:
+        run = PgbenchRun(**json.loads(done.stdout))
+    except (ValueError, TypeError) as err:
+        output = vm.run(f"tail -c 2000 {PGBENCH_OUTPUT}").text
+        raise VmreclaimError(f"pgbench left no report: {output}") from err
+    # 0: it ran its whole --seconds; -15: the SIGTERM that stops it after PGBENCH_STOP.
+    if run.exit_code not in (0, -15):
+        raise VmreclaimError(f"pgbench failed with exit code {run.exit_code}: {run.stderr}")
+    names = vm.check(f"ls {PGBENCH_LOGS}.*").text.split()
+    # One file at a time: each may end in a line cut short when pgbench was stopped.
+    logs = [vm.check(["cat", name]).stdout.decode() for name in names]
+    # busybox stat: whole seconds, enough for how long the writer took.
+    done = vm.run(["stat", "-c", "%Y", COLD_DONE])
+    ended = float(done.text) if done.ok and done.text.strip().isdigit() else None
+    if ended is None:
+        log.warning("the cold writer had not finished when the run ended")
+    load = database_load(
+        logs,
+        run.started_at,
+        run.stopped_at,
+        cold_started_at=run.marked_at,
+        cold_ended_at=ended,
+        window_s=window_s,
+    )
+    if load.cold_write is not None and load.cold_write.seconds < window_s:
+        log.warning(
+            "pgbench stopped %.1f guest s into its %.0f s window: the host was too busy",
+            load.cold_write.seconds,
+            window_s,
+        )
+    return load
 
 
 def _guest_memory(vm: VirtualMachine) -> guestmem.GuestMemory:

@@ -15,6 +15,17 @@ HOT_REPORT = "/tmp/hot.json"
 # what it freed to HEAP_REPORT (vmreclaim.workloads.runtime_heap.HeapReport as JSON).
 HEAP_RELEASE = "/tmp/heap.release"
 HEAP_REPORT = "/tmp/heap.json"
+# pgbench (the pgbench-* scenarios) logs every transaction under PGBENCH_LOGS, runs until
+# PGBENCH_STOP exists and then writes when it ran to PGBENCH_REPORT
+# (vmreclaim.workloads.database.PgbenchRun as JSON), with the time COLD_MARK was made: the
+# moment the cold writer started, on the guest's clock. The writer makes COLD_DONE when it ends.
+PGBENCH_LOGS = "/tmp/pgbench/log"
+PGBENCH_STOP = "/tmp/pgbench.stop"
+PGBENCH_REPORT = "/tmp/pgbench.json"
+PGBENCH_OUTPUT = "/tmp/pgbench.out"
+COLD_MARK = "/tmp/cold.mark"
+# Made once the cold writer has written and synced every file.
+COLD_DONE = "/tmp/cold.done"
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,24 @@ class Phase:
     """Shell run at the phase's start, in the background unless `wait` is set."""
     wait: bool = False
     """Run the script to its end before the phase's clock starts (e.g. writing files)."""
+
+
+@dataclass(frozen=True)
+class Database:
+    """PostgreSQL 15 with pgbench's tables on the scratch disk, and pgbench's clients."""
+
+    scale: int
+    """pgbench -s: 100,000 accounts each, about 16 MiB of tables and indexes."""
+    shared_buffers: str
+    clients: int
+    select_only: bool
+    """pgbench -S (one SELECT by primary key) instead of its TPC-B-like read-write script."""
+    window_s: float
+    """Guest seconds from the cold writer's start over which throughput and latency are
+    compared. Fixed on the guest's clock, so that every contender's window holds the same
+    guest work: under --icount the guest runs 0.3 to 0.5 guest seconds per host second, as
+    the host's other load allows, and a window to the run's end held 51 guest s in one run
+    and 74 in the next, with the writer busy throughout the one and done early in the other."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +75,9 @@ class Scenario:
     runtime_heap_bytes: int = 0
     """A runtime's heap freed at the last phase's start (thp-heap-freed); what it freed and
     what of that left the host is reported."""
+    database: Database | None = None
+    """A database loaded in `setup` and queried by pgbench throughout; its throughput and
+    latency are reported."""
 
     @property
     def seconds(self) -> float:
@@ -180,10 +212,67 @@ def fragmented_free(quick: bool) -> Scenario:
     )
 
 
+def pgbench(quick: bool, select_only: bool) -> Scenario:
+    """A database whose tables, ten times its shared_buffers, live in the page cache, queried
+    throughout, while another process writes a large set of files once and never reads them
+    (a backup, a log shipper): reclaim should take the files and leave the tables."""
+    database = Database(
+        scale=5 if quick else 20,
+        shared_buffers="32MB",
+        clients=2,
+        select_only=select_only,
+        window_s=6.0 if quick else 30.0,
+    )
+    # The writer shares the one vCPU with pgbench: under --icount 2 it wrote 12 MiB per guest
+    # second, 2.5 to 6 MiB per host second as the host's other load allowed. 384 MiB then take
+    # 65 to 150 s of the 150 s phase (768 MiB did not fit: 610 MiB were written when one run
+    # ended); the report says how long the writer took, or that it did not finish.
+    cold = 96 * MIB if quick else 384 * MIB
+    seconds = 50.0 if quick else 150.0
+    # The host stops pgbench once the run ends (PGBENCH_STOP), on its clock; `--seconds` is
+    # a safety net only, in guest seconds, which an instruction-counting clock makes longer.
+    run = (
+        f"{W} pgbench --clients {database.clients} {'--select-only ' if select_only else ''}"
+        f"--log-prefix {PGBENCH_LOGS} --until {PGBENCH_STOP} --report {PGBENCH_REPORT} "
+        f"--mark {COLD_MARK} --seconds {10 * seconds:.0f} >{PGBENCH_OUTPUT} 2>&1"
+    )
+    name = "pgbench-ro" if select_only else "pgbench-rw"
+    kind = "read-only (-S)" if select_only else "read-write (TPC-B-like)"
+    return Scenario(
+        name,
+        f"PostgreSQL 15 under pgbench, {kind}, tables in the page cache, plus a large file "
+        "set written once",
+        (
+            # Transactions before the cold writer starts: the run's own baseline.
+            Phase("pgbench", 10.0, run),
+            Phase(
+                "cold-write",
+                seconds,
+                f"touch {COLD_MARK} && {W} write-files /mnt/scratch/cold {cold} && "
+                f"touch {COLD_DONE}",
+            ),
+        ),
+        cold_bytes=cold,
+        setup=f"{W} database /mnt/scratch/postgres/data --scale {database.scale} "
+        f"--shared-buffers {database.shared_buffers}",
+        database=database,
+    )
+
+
+def pgbench_read_only(quick: bool) -> Scenario:
+    return pgbench(quick, select_only=True)
+
+
+def pgbench_read_write(quick: bool) -> Scenario:
+    return pgbench(quick, select_only=False)
+
+
 SCENARIOS = {
     "build-then-idle": build_then_idle,
     "busy-with-cold-cache": busy_with_cold_cache,
     "fragmented-free": fragmented_free,
     "busy-with-cold-cache-swap": busy_with_cold_cache_swap,
     "thp-heap-freed": thp_heap_freed,
+    "pgbench-ro": pgbench_read_only,
+    "pgbench-rw": pgbench_read_write,
 }

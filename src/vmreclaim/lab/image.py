@@ -27,15 +27,18 @@ from vmreclaim.lab.kernel import (
 log = logging.getLogger(__name__)
 
 # Bump when the layout of the initramfs changes in a way the inputs' digests do not show.
-_FORMAT = "vmreclaim-initramfs-1"
+_FORMAT = "vmreclaim-initramfs-2"
 
 _BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox", "/usr/lib/initramfs-tools/bin/busybox")
 
 # The guest sees no file of the host but /usr and the package's own source (both read-only,
-# over 9p): these few stand in for the host's /etc.
+# over 9p): these few stand in for the host's /etc. PostgreSQL (the pgbench scenarios) refuses
+# to run as root, and initdb looks its user up by uid: hence `postgres`.
 _ETC = {
-    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
-    "etc/group": "root:x:0:\nnogroup:x:65534:\n",
+    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n"
+    "postgres:x:70:70:PostgreSQL:/tmp:/bin/sh\n"
+    "nobody:x:65534:65534:nobody:/:/bin/false\n",
+    "etc/group": "root:x:0:\npostgres:x:70:\nnogroup:x:65534:\n",
     "etc/hosts": "127.0.0.1 localhost\n",
     "etc/hostname": "vmreclaim-lab\n",
 }

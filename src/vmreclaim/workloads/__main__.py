@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vmreclaim.errors import UsageError, VmreclaimError
 from vmreclaim.units import parse_size
-from vmreclaim.workloads import kinds, runtime_heap
+from vmreclaim.workloads import database, kinds, runtime_heap
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +50,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pause", type=float, default=0.5, help="seconds between passes")
     p.add_argument("--report", type=Path, help="write the summary here as JSON")
     p.add_argument("--until", type=Path, metavar="FILE", help="stop early once FILE exists")
+    p = sub.add_parser(
+        "database", help="make a PostgreSQL 15 cluster, start it and load pgbench's tables"
+    )
+    p.add_argument("data_dir", type=Path)
+    p.add_argument("--scale", type=int, required=True, help="pgbench -s: 100,000 accounts each")
+    p.add_argument("--shared-buffers", default="32MB")
+    p = sub.add_parser("pgbench", help="run pgbench against that cluster until a file exists")
+    p.add_argument("--clients", type=int, default=2)
+    p.add_argument("--select-only", action="store_true", help="pgbench -S instead of TPC-B")
+    p.add_argument("--log-prefix", type=Path, required=True, help="per-transaction logs")
+    p.add_argument("--until", type=Path, required=True, metavar="FILE", help="stop once it exists")
+    p.add_argument("--report", type=Path, required=True, help="write when it ran here as JSON")
+    p.add_argument("--seconds", type=float, required=True, help="longest run")
+    p.add_argument("--mark", type=Path, help="report when this file was made, if it was")
     return parser
 
 
@@ -82,6 +96,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     kinds.reread(args.directory, args.seconds, args.pause, args.report, args.until)
                 )
             )
+        elif args.kind == "database":
+            database.prepare(args.data_dir, args.scale, args.shared_buffers)
+        elif args.kind == "pgbench":
+            run = database.run_pgbench(
+                clients=args.clients,
+                select_only=args.select_only,
+                log_prefix=args.log_prefix,
+                until=args.until,
+                report=args.report,
+                seconds=args.seconds,
+                mark=args.mark,
+            )
+            print(json.dumps(dataclasses.asdict(run)))
     except UsageError as err:
         print(f"workloads: {err.message} ({err.hint})", file=sys.stderr)
         return 2
