@@ -97,7 +97,7 @@ def _register_run(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "run",
         help="the daemon: observe, decide and reclaim every tick (as the systemd service)",
         description="Reclaim cold page cache and compact free memory by a policy, every tick, "
-        "at idle priority, until SIGTERM or SIGINT.",
+        "at low priority, until SIGTERM or SIGINT.",
     )
     run.add_argument(
         "--policy",
