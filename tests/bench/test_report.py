@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -103,3 +104,13 @@ def test_json_carries_the_heap_and_swap_measures(tmp_path: Path) -> None:
     measures = json.loads((tmp_path / "results.json").read_text())["runs"][0]["measures"]
     assert measures["swap"] == {"growth_bytes": 0, "swapped_out_bytes": 0}
     assert measures["heap"] is None
+
+
+def test_the_built_source_and_its_version_are_recorded(tmp_path: Path) -> None:
+    built = dataclasses.replace(_result("reporting", ""), source="sqlite3 3.40.1-2+deb12u2")
+    table = report.markdown([built], {"command": "vmreclaim bench", "machine": "test"})
+    lines = table.splitlines()
+    assert lines[lines.index("### build-then-idle") + 2] == "Built: sqlite3 3.40.1-2+deb12u2"
+    runs = report.to_json([built], {})["runs"]
+    assert runs[0]["source"] == "sqlite3 3.40.1-2+deb12u2"
+    assert report.to_json([_result("reporting", "")], {})["runs"][0]["source"] is None

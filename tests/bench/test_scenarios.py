@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from vmreclaim.bench.cli import _SCENARIOS
-from vmreclaim.bench.scenarios import HEAP_RELEASE, SCENARIOS, busy_with_cold_cache
+from vmreclaim.bench.scenarios import (
+    BUILD_PACKAGE,
+    HEAP_RELEASE,
+    SCENARIOS,
+    busy_with_cold_cache,
+)
 
 MIB = 1 << 20
 
@@ -40,3 +45,23 @@ def test_the_heap_is_freed_at_the_last_phases_start_with_time_to_measure_30_s(
     assert free.wait
     assert free.seconds > 30
     assert scenario.runtime_heap_bytes >= 512 * MIB
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_build_real_builds_its_pinned_source_to_the_end_then_idles_as_build_then_idle(
+    quick: bool,
+) -> None:
+    scenario = SCENARIOS["build-real"](quick)
+    build, idle = scenario.phases
+    assert scenario.source_package == BUILD_PACKAGE
+    # The build runs to its end before the idle phase, whose start the measures count from.
+    assert build.wait
+    assert f"tar -xJf {BUILD_PACKAGE}_*.orig.tar.xz" in build.script
+    assert "Makefile.linux-gcc" in build.script
+    assert not idle.script
+    assert idle.seconds == SCENARIOS["build-then-idle"](quick).phases[-1].seconds
+
+
+def test_only_the_full_build_real_compiles_the_amalgamation() -> None:
+    assert "sqlite3.c -lm" not in SCENARIOS["build-real"](True).phases[0].script
+    assert "sqlite3.c -lm" in SCENARIOS["build-real"](False).phases[0].script
