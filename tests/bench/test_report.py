@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,13 @@ def test_the_database_columns_appear_only_with_a_database_and_its_figures_in_jso
     assert measures["database"]["cold_write"]["tps"] == 1200.0
     assert measures["database"]["whole"]["latency_p99_s"] == 0.00664
     assert measures["database"]["file_refaults"] == 1108
+
+
+def test_the_built_source_and_its_version_are_recorded(tmp_path: Path) -> None:
+    built = dataclasses.replace(_result("reporting", ""), source="sqlite3 3.40.1-2+deb12u2")
+    table = report.markdown([built], {"command": "vmreclaim bench", "machine": "test"})
+    lines = table.splitlines()
+    assert lines[lines.index("### build-then-idle") + 2] == "Built: sqlite3 3.40.1-2+deb12u2"
+    runs = report.to_json([built], {})["runs"]
+    assert runs[0]["source"] == "sqlite3 3.40.1-2+deb12u2"
+    assert report.to_json([_result("reporting", "")], {})["runs"][0]["source"] is None

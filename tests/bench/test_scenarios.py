@@ -6,6 +6,7 @@ import pytest
 
 from vmreclaim.bench.cli import _SCENARIOS
 from vmreclaim.bench.scenarios import (
+    BUILD_PACKAGE,
     COLD_DONE,
     COLD_MARK,
     HEAP_RELEASE,
@@ -77,3 +78,25 @@ def test_the_database_is_loaded_before_the_run_and_the_cold_writer_starts_under_
     assert scenario.cold_bytes == (96 if quick else 384) * MIB
     # The window fits in the phase even when the guest runs 0.2 guest s per host second.
     assert 0 < scenario.database.window_s <= 0.2 * cold.seconds
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_build_real_builds_its_pinned_source_to_the_end_then_idles_as_build_then_idle(
+    quick: bool,
+) -> None:
+    scenario = SCENARIOS["build-real"](quick)
+    build, idle = scenario.phases
+    assert scenario.source_package == BUILD_PACKAGE
+    # The build runs to its end, and the idle phase, whose start the measures count from,
+    # begins at once: "90 % back within 15 s of idle" counts from the build's end.
+    assert build.wait
+    assert build.seconds == 0
+    assert f"tar -xJf {BUILD_PACKAGE}_*.orig.tar.xz" in build.script
+    assert "Makefile.linux-gcc" in build.script
+    assert not idle.script
+    assert idle.seconds == SCENARIOS["build-then-idle"](quick).phases[-1].seconds
+
+
+def test_only_the_full_build_real_compiles_the_amalgamation() -> None:
+    assert "sqlite3.c -lm" not in SCENARIOS["build-real"](True).phases[0].script
+    assert "sqlite3.c -lm" in SCENARIOS["build-real"](False).phases[0].script

@@ -13,6 +13,7 @@ from vmreclaim.errors import UsageError
 
 _SCENARIOS = (
     "build-then-idle",
+    "build-real",
     "busy-with-cold-cache",
     "fragmented-free",
     "busy-with-cold-cache-swap",

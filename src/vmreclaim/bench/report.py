@@ -31,6 +31,7 @@ def to_json(results: Sequence[RunResult], meta: dict[str, Any]) -> dict[str, Any
                 "repeat": result.repeat,
                 "accel": result.accel,
                 "boot_seconds": round(result.boot_seconds, 2),
+                "source": result.source or None,
                 "measures": dataclasses.asdict(result.measures),
                 "phases": [{"name": n, "start_s": round(s, 2)} for n, s in recording.phases],
                 "samples": [
@@ -71,6 +72,9 @@ def markdown(results: Sequence[RunResult], meta: dict[str, Any]) -> str:
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         runs = [r for r in results if r.scenario == scenario]
+        built = dict.fromkeys(r.source for r in runs if r.source)
+        if built:
+            out[-2:-2] = [f"Built: {', '.join(built)}", ""]
         repeated = any(r.repeat for r in runs)
         extra = _extra_columns(runs)
         out[-2] += "".join(f" {header} |" for header, _ in extra)

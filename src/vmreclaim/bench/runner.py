@@ -24,6 +24,7 @@ from vmreclaim.bench.scenarios import (
     PGBENCH_STOP,
     Scenario,
 )
+from vmreclaim.bench.sources import find_source
 from vmreclaim.errors import VmreclaimError
 from vmreclaim.lab.image import GuestImage
 from vmreclaim.lab.machine import VirtualMachine
@@ -56,6 +57,8 @@ class RunResult:
     acted can be read to see why (empty without an agent)."""
     repeat: int = 0
     """Which repeat of the benchmark this run belongs to, from 0."""
+    source: str = ""
+    """The source package the scenario built, name and version ("" if none)."""
 
 
 def _sleep(seconds: float, phase: str, started: float, total: float, progress: Progress) -> None:
@@ -78,11 +81,13 @@ def run_one(
     """`icount`: run the guest with one vCPU whose clock counts instructions (see
     MachineConfig.icount), so that CPU shares inside, which idle detectors read, are those of
     a real CPU rather than of TCG's emulation."""
+    source = find_source(scenario.source_package) if scenario.source_package else None
     config = MachineConfig(
         memory=memory,
         cpus=2 if icount is None else 1,
         free_page_reporting=contender.free_page_reporting,
         scratch_disk=2048 * MIB,
+        scratch_contents=None if source is None else source.directory,
         icount=icount,
     )
     total = REST_SECONDS + scenario.seconds
@@ -133,6 +138,7 @@ def run_one(
             ),
             agent_log=agent_log,
             repeat=repeat,
+            source="" if source is None else source.label,
         )
     return result
 

@@ -37,15 +37,22 @@ def _seconds(value: float | None) -> str:
     return "never" if value is None else f"{value:.0f} s"
 
 
-def _build_then_idle(runs: dict[str, RunResult]) -> list[Verdict]:
+# How soon after the guest goes idle adaptive must have returned 90 % of the reclaimable:
+# issue 5 set 30 s for build-then-idle; issue 11 asks 15 s of the real build.
+BUILD_THEN_IDLE_WITHIN_S = 30.0
+BUILD_REAL_WITHIN_S = 15.0
+
+
+def _idle_after(scenario: str, within_s: float, runs: dict[str, RunResult]) -> list[Verdict]:
+    """A scenario that ends idle: adaptive's 90 % back, and its excess against WSL2 gradual's."""
     if "adaptive" not in runs:
         return []
     a = runs["adaptive"].measures
     t90 = a.returned_90_s
     verdicts = [
         Verdict(
-            "build-then-idle: adaptive returns 90 % of the reclaimable within 30 s of idle",
-            t90 is not None and t90 <= 30,
+            f"{scenario}: adaptive returns 90 % of the reclaimable within {within_s:.0f} s of idle",
+            t90 is not None and t90 <= within_s,
             _seconds(t90),
         )
     ]
@@ -54,7 +61,7 @@ def _build_then_idle(runs: dict[str, RunResult]) -> list[Verdict]:
         ratio = a.excess_gib_s / g.excess_gib_s if g.excess_gib_s else float("inf")
         verdicts.append(
             Verdict(
-                "build-then-idle: adaptive's excess is at most 1/4 of WSL2 gradual's",
+                f"{scenario}: adaptive's excess is at most 1/4 of WSL2 gradual's",
                 ratio <= 0.25,
                 f"{a.excess_gib_s:.1f} vs {g.excess_gib_s:.1f} GiB*s, {ratio:.2f}",
             )
@@ -190,7 +197,8 @@ def _database(scenario: str, runs: dict[str, RunResult]) -> list[Verdict]:
 def verdicts(results: Sequence[RunResult]) -> list[Verdict]:
     """Every target the runs of one repeat allow to judge."""
     return [
-        *_build_then_idle(_by(results, "build-then-idle")),
+        *_idle_after("build-then-idle", BUILD_THEN_IDLE_WITHIN_S, _by(results, "build-then-idle")),
+        *_idle_after("build-real", BUILD_REAL_WITHIN_S, _by(results, "build-real")),
         *_busy(_by(results, "busy-with-cold-cache")),
         *_fragmented(_by(results, "fragmented-free")),
         *_busy_swap(_by(results, "busy-with-cold-cache-swap")),

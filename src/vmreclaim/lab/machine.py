@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 _KVM_PROBE_SECONDS = 20.0
 
 
-def _make_scratch_disk(path: Path, size: int) -> None:
+def _make_scratch_disk(path: Path, size: int, contents: Path | None = None) -> None:
+    """An ext4 image of `size` bytes at `path`, holding the files of `contents` if given."""
     mkfs = shutil.which("mkfs.ext4") or "/sbin/mkfs.ext4"
     if not Path(mkfs).exists():
         raise MissingDependencyError(
@@ -56,8 +57,9 @@ def _make_scratch_disk(path: Path, size: int) -> None:
         )
     with path.open("wb") as disk:
         disk.truncate(size)
+    populate = [] if contents is None else ["-d", str(contents)]
     done = subprocess.run(
-        [mkfs, "-q", "-F", "-E", "lazy_itable_init=1,nodiscard", str(path)],
+        [mkfs, "-q", "-F", "-E", "lazy_itable_init=1,nodiscard", *populate, str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -139,7 +141,9 @@ class VirtualMachine:
         files = RunFiles(Path(tempfile.mkdtemp(prefix="vmreclaim-vm-")))
         self._files = files
         if self.config.scratch_disk is not None:
-            _make_scratch_disk(files.scratch_image, self.config.scratch_disk)
+            _make_scratch_disk(
+                files.scratch_image, self.config.scratch_disk, self.config.scratch_contents
+            )
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             listener.bind(str(files.command_socket))

@@ -31,6 +31,9 @@ class MachineConfig:
     deflate_on_oom: bool = False
     scratch_disk: int | None = None
     """Size of an ext4 disk mounted at /mnt/scratch in the guest, for page-cache workloads."""
+    scratch_contents: Path | None = None
+    """A host directory whose files the scratch disk holds from the start (mke2fs -d): the
+    guest gets these and nothing more of the host, e.g. a source tarball to build."""
     append: str = ""
     """Extra kernel command line, e.g. "page_reporting.page_reporting_order=5"."""
     accel: str = "auto"
@@ -51,6 +54,13 @@ class MachineConfig:
             raise UsageError("a guest needs at least one vCPU")
         if self.scratch_disk is not None and self.scratch_disk < 16 * MIB:
             raise UsageError("the scratch disk must be at least 16M (ext4 needs room)")
+        if self.scratch_contents is not None:
+            if self.scratch_disk is None:
+                raise UsageError(
+                    "scratch contents need a scratch disk", hint="give the disk a size too"
+                )
+            if not self.scratch_contents.is_dir():
+                raise UsageError(f"{self.scratch_contents} is not a directory")
         if self.accel not in ACCELERATORS:
             raise UsageError(f"unknown accelerator {self.accel!r}", hint="use auto, kvm or tcg")
         if self.icount is not None:
