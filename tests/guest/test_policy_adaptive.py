@@ -316,10 +316,10 @@ def test_files_written_and_unread_past_the_age_are_dropped_but_younger_ones_wait
     driver = PolicyDriver(sim, ADAPTIVE)
     driver.run(4, busy_ratio=BUSY)
     now = sim.now
-    old, young = WrittenFile(now - 25, 64 * MIB), WrittenFile(now - 10, 300 * MIB)
+    old, young = WrittenFile(now - 25, 64 * MIB), WrittenFile(now - 5, 300 * MIB)
     decision = _tick_with_written(driver, old, young)
-    assert decision.drop_written_before == now - 20
-    assert decision.drop_reason == "1 file(s) of 64.0 MiB written and not read for 20 s"
+    assert decision.drop_written_before == now - 10
+    assert decision.drop_reason == "1 file(s) of 64.0 MiB written and not read for 10 s"
     sim.advance(2)
     assert _tick_with_written(driver, young).drop_written_before is None
 

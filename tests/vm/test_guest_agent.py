@@ -104,7 +104,7 @@ def test_adaptive_drops_files_written_once_and_keeps_files_read_back(
         f"{write} /mnt/scratch/late {64 * MIB} && sleep 6 && cat /mnt/scratch/late/* >/dev/null",
         timeout=300,
     )
-    # The drop comes 20 s (drop_behind_age_s) after the close, at the next 2 s tick.
+    # The drop comes 10 s (drop_behind_age_s) after the close, at the next 2 s tick.
     busy_vm.check(
         "for i in $(seq 60); do grep -q 'drop-behind: .* dropped' /tmp/agent.log && break; "
         "sleep 1; done; sleep 3",

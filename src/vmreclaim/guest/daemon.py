@@ -185,12 +185,16 @@ class Agent:
         reclaim = compaction = split = dropped = None
         errors = []
         if decision.drop_written_before is not None and self._drop_behind is not None:
-            # First: memory.reclaim's amount was planned without these files.
-            dropped = self._drop_behind.drop(
-                decision.drop_written_before,
-                time_limit_s=self.reclaim_time_limit_s,
-                clock=self._clock,
-            )
+            # First: memory.reclaim's amount was planned without these files. As an ordinary
+            # task, as compaction: the kernel frees the pages in our context, and at the agent's
+            # nice 10 on a vCPU the guest keeps busy one 64 MiB file took 3 s (pgbench-ro),
+            # which delayed every tick after it. The CPU it costs is the same either way.
+            with normal_cpu_priority():
+                dropped = self._drop_behind.drop(
+                    decision.drop_written_before,
+                    time_limit_s=self.reclaim_time_limit_s,
+                    clock=self._clock,
+                )
         if decision.split_huge_pages:
             try:
                 split = split_huge_pages(self.root, clock=self._clock, writer=self._writer)
