@@ -28,6 +28,10 @@ class HotSet:
     mean_pass_seconds: float
     median_pass_seconds: float
     refaults: int
+    """File refaults in the guest while the hot set was re-read (pages; the hot set's own, since
+    nothing else is read again)."""
+    size_bytes: int = 0
+    """The hot set's size; 0 where unknown."""
 
 
 @dataclass(frozen=True)

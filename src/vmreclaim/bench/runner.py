@@ -114,7 +114,7 @@ def run_one(
                     vm.check(script, timeout=900)
                 _sleep(phase.seconds, phase.name, started, total, progress)
         at_end = _guest_memory(vm)
-        hot = _hot_set(vm) if scenario.hot_bytes else None
+        hot = _hot_set(vm, scenario.hot_bytes) if scenario.hot_bytes else None
         heap = _heap_report(vm) if scenario.runtime_heap_bytes else None
         database = _database(vm, scenario.database.window_s) if scenario.database else None
         agent_cpu, agent_log = _agent(vm, time.monotonic() - agent_started)
@@ -143,7 +143,7 @@ def run_one(
     return result
 
 
-def _hot_set(vm: VirtualMachine) -> HotSet | None:
+def _hot_set(vm: VirtualMachine, size_bytes: int) -> HotSet | None:
     # A pass in progress ends first: under TCG one takes a few seconds at most.
     done = vm.run(
         f"touch {HOT_STOP}; for i in $(seq 120); do [ -e {HOT_REPORT} ] && break; sleep 1; done; "
@@ -160,6 +160,7 @@ def _hot_set(vm: VirtualMachine) -> HotSet | None:
         report["mean_pass_seconds"],
         report["median_pass_seconds"],
         int(report["refaults"]),
+        size_bytes,
     )
 
 
