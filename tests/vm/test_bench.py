@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
+
+from .quick_bench import run_quick_bench
 
 
 def test_quick_bench_writes_its_outputs_and_reporting_holds_less(
     tmp_path: Path, guest_image
 ) -> None:
     out = tmp_path / "bench"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vmreclaim",
-            "bench",
-            "--quick",
-            "--scenario",
-            "build-then-idle",
-            "--policy",
-            "no-reporting",
-            "--policy",
-            "reporting",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    results = run_quick_bench(
+        out,
+        "--scenario",
+        "build-then-idle",
+        "--policy",
+        "no-reporting",
+        "--policy",
+        "reporting",
         timeout=1200,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    results = json.loads((out / "results.json").read_text())
     runs = {run["contender"]: run for run in results["runs"]}
     assert set(runs) == {"no-reporting", "reporting"}
     for run in runs.values():

@@ -3,13 +3,12 @@ disk and the host's make, gcc and tclsh build it there."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 from vmreclaim.bench.scenarios import BUILD_PACKAGE
 from vmreclaim.bench.sources import find_source
+
+from .quick_bench import run_quick_bench
 
 MIB = 1 << 20
 
@@ -19,27 +18,8 @@ def test_quick_build_real_builds_the_pinned_source_and_records_its_version(
 ) -> None:
     source = find_source(BUILD_PACKAGE)  # scripts/setup downloads it
     out = tmp_path / "bench"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vmreclaim",
-            "bench",
-            "--quick",
-            "--scenario",
-            "build-real",
-            "--policy",
-            "reporting",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-
-    (run,) = json.loads((out / "results.json").read_text())["runs"]
+    results = run_quick_bench(out, "--scenario", "build-real", "--policy", "reporting", timeout=900)
+    (run,) = results["runs"]
     assert run["source"] == source.label
     assert f"Built: {source.label}" in (out / "results.md").read_text()
     phases = {p["name"]: p["start_s"] for p in run["phases"]}
