@@ -341,7 +341,10 @@ class DropBehind:
                 return False
             if _read_since_written(stat):
                 return False
-            self._api.sync_range(fd)
+            try:
+                self._api.sync_range(fd)
+            except OSError as err:  # not every filesystem has it: fadvise still drops the clean
+                log.debug("drop-behind: %s: sync_file_range: %s", file.path, err.strerror)
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
             # Without a mark (an earlier read's event took it) there is nothing to remove.
             with contextlib.suppress(OSError):
