@@ -26,6 +26,7 @@ from vmreclaim.bench.scenarios import (
 )
 from vmreclaim.bench.sources import find_source
 from vmreclaim.errors import VmreclaimError
+from vmreclaim.lab.channel import CommandResult
 from vmreclaim.lab.image import GuestImage
 from vmreclaim.lab.machine import VirtualMachine
 from vmreclaim.lab.qemu_command import MIB, MachineConfig
@@ -143,13 +144,21 @@ def run_one(
     return result
 
 
+def _stop_and_read(
+    vm: VirtualMachine, stop: str, report: str, *, pause_s: float, timeout: float
+) -> CommandResult:
+    """Create the guest file `stop` that a workload waits for, wait until it has written
+    `report` (120 checks `pause_s` apart at most), and read that."""
+    return vm.run(
+        f"touch {stop}; for i in $(seq 120); do [ -e {report} ] && break; sleep {pause_s:g}; "
+        f"done; cat {report}",
+        timeout=timeout,
+    )
+
+
 def _hot_set(vm: VirtualMachine, size_bytes: int) -> HotSet | None:
     # A pass in progress ends first: under TCG one takes a few seconds at most.
-    done = vm.run(
-        f"touch {HOT_STOP}; for i in $(seq 120); do [ -e {HOT_REPORT} ] && break; sleep 1; done; "
-        f"cat {HOT_REPORT}",
-        timeout=180,
-    )
+    done = _stop_and_read(vm, HOT_STOP, HOT_REPORT, pause_s=1, timeout=180)
     try:
         report = json.loads(done.stdout)
     except ValueError:
@@ -167,11 +176,7 @@ def _hot_set(vm: VirtualMachine, size_bytes: int) -> HotSet | None:
 def _database(vm: VirtualMachine, window_s: float) -> DatabaseLoad:
     """Stop pgbench and sum its logs. A pgbench that failed fails the run: its figures would
     compare a broken database with working ones."""
-    done = vm.run(
-        f"touch {PGBENCH_STOP}; for i in $(seq 120); do [ -e {PGBENCH_REPORT} ] && break; "
-        f"sleep 0.5; done; cat {PGBENCH_REPORT}",
-        timeout=120,
-    )
+    done = _stop_and_read(vm, PGBENCH_STOP, PGBENCH_REPORT, pause_s=0.5, timeout=120)
     try:
         run = PgbenchRun(**json.loads(done.stdout))
     except (ValueError, TypeError) as err:
