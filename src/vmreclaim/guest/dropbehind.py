@@ -181,9 +181,9 @@ class DropBehind:
                 errno.ENOSYS: "this kernel lacks CONFIG_FANOTIFY",
             }.get(err.errno or 0, "")
             raise VmreclaimError(f"cannot watch file writes: {err.strerror}", hint=hint) from err
+        # In the order of their last close: a file closed again moves to the end.
         self._files: dict[FileKey, _Tracked] = {}
         self._overflowed = False
-        self._skipped = 0
         try:
             self.watched = self._watch_disks()
         except BaseException:
@@ -253,10 +253,7 @@ class DropBehind:
             if not buffer:
                 break
             self._handle(buffer, now)
-        files = tuple(
-            WrittenFile(file.closed_at, file.size_bytes)
-            for file in sorted(self._files.values(), key=lambda file: file.closed_at)
-        )
+        files = tuple(WrittenFile(file.closed_at, file.size_bytes) for file in self._files.values())
         return WrittenOnce(files, self.watched, self._overflowed)
 
     def _handle(self, buffer: bytes, now: float) -> None:
@@ -294,10 +291,11 @@ class DropBehind:
                 self._files.pop(key, None)
                 return
             if key not in self._files and len(self._files) >= MAX_TRACKED_FILES:
-                self._skipped += 1
+                log.debug("drop-behind: %d files tracked already, not this one", len(self._files))
                 return
             path = os.readlink(f"/proc/self/fd/{fd}")
             self._api.mark(self._group, FAN_MARK_ADD, FAN_ACCESS, fd, None)
+            self._files.pop(key, None)  # closed again: to the end, where the newest are
             self._files[key] = _Tracked(path, stat.st_size, now, stat.st_mtime_ns)
 
     def drop(
@@ -312,10 +310,7 @@ class DropBehind:
         start = clock()
         files = dropped = gone = 0
         stop = "done"
-        due = sorted(
-            (item for item in self._files.items() if item[1].closed_at < closed_before),
-            key=lambda item: item[1].closed_at,
-        )
+        due = [item for item in self._files.items() if item[1].closed_at < closed_before]
         for key, file in due:
             if clock() - start >= time_limit_s:
                 stop = "time-limit"
