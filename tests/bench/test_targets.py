@@ -6,7 +6,7 @@ import dataclasses
 
 from vmreclaim.bench import report
 from vmreclaim.bench.guestmem import GuestMemory
-from vmreclaim.bench.measures import HotSet, measure
+from vmreclaim.bench.measures import HotSet, Measures, measure
 from vmreclaim.bench.pgbench import DatabaseLoad, PgbenchFigures
 from vmreclaim.bench.recorder import NeedSample, Recording, Sample
 from vmreclaim.bench.repeats import repeats_summary
@@ -17,6 +17,22 @@ from vmreclaim.workloads.runtime_heap import HeapReport
 MIB = 1 << 20
 
 
+def _run(
+    scenario: str, contender: str, recording: Recording, measures: Measures, repeat: int = 0
+) -> RunResult:
+    """A run as the runner returns it, from a hand-made recording and its measures."""
+    return RunResult(
+        scenario=scenario,
+        contender=contender,
+        accel="tcg",
+        boot_seconds=5.0,
+        recording=recording,
+        measures=measures,
+        agent_log="",
+        repeat=repeat,
+    )
+
+
 def _heap_run(contender: str, back_mib: int, repeat: int = 0) -> RunResult:
     """thp-heap-freed: 1000 MiB on the host, 900 MiB freed at 10 s, `back_mib` gone by 20 s."""
     samples = [Sample(t, (1000 - (back_mib if t >= 20 else 0)) * MIB, 0) for t in range(0, 60)]
@@ -24,16 +40,7 @@ def _heap_run(contender: str, back_mib: int, repeat: int = 0) -> RunResult:
     heap = HeapReport(
         heap_bytes=1024 * MIB, freed_bytes=900 * MIB, held_bytes=890 * MIB, memfree_rise_bytes=0
     )
-    return RunResult(
-        scenario="thp-heap-freed",
-        contender=contender,
-        accel="tcg",
-        boot_seconds=5.0,
-        recording=recording,
-        measures=measure(recording, heap=heap),
-        agent_log="",
-        repeat=repeat,
-    )
+    return _run("thp-heap-freed", contender, recording, measure(recording, heap=heap), repeat)
 
 
 def _swap_run(cold_back_mib: int, swap_growth_mib: int, repeat: int = 0) -> RunResult:
@@ -45,17 +52,12 @@ def _swap_run(cold_back_mib: int, swap_growth_mib: int, repeat: int = 0) -> RunR
     )
     start = GuestMemory(swap_used_bytes=0, swapped_out_pages=0, thp_held_bytes=0)
     end = dataclasses.replace(start, swap_used_bytes=swap_growth_mib * MIB)
-    return RunResult(
-        scenario="busy-with-cold-cache-swap",
-        contender="adaptive",
-        accel="tcg",
-        boot_seconds=5.0,
-        recording=recording,
-        measures=measure(
-            recording, cold_bytes=400 * MIB, guest_start=start, guest_end=end, swap=True
-        ),
-        agent_log="",
-        repeat=repeat,
+    return _run(
+        "busy-with-cold-cache-swap",
+        "adaptive",
+        recording,
+        measure(recording, cold_bytes=400 * MIB, guest_start=start, guest_end=end, swap=True),
+        repeat,
     )
 
 
@@ -126,17 +128,12 @@ def _database_run(
     load = DatabaseLoad(whole=figures, cold_write=figures, cold_write_seconds=60.0)
     start = GuestMemory(0, 0, 0, file_refaults=100)
     end = dataclasses.replace(start, file_refaults=1100)
-    return RunResult(
-        scenario="pgbench-ro",
-        contender=contender,
-        accel="tcg",
-        boot_seconds=5.0,
-        recording=recording,
-        measures=measure(
-            recording, cold_bytes=768 * MIB, guest_start=start, guest_end=end, database=load
-        ),
-        agent_log="",
-        repeat=repeat,
+    return _run(
+        "pgbench-ro",
+        contender,
+        recording,
+        measure(recording, cold_bytes=768 * MIB, guest_start=start, guest_end=end, database=load),
+        repeat,
     )
 
 
@@ -175,15 +172,7 @@ def _idle_run(scenario: str, contender: str, back_at_s: int) -> RunResult:
     samples = [Sample(t, 100 * MIB, 0) for t in range(0, 4)]
     samples += [Sample(t, (200 if t >= 10 + back_at_s else 1000) * MIB, 0) for t in range(4, 100)]
     recording = Recording(samples, [NeedSample(0, 100 * MIB)], [("build", 4.0), ("idle", 10.0)])
-    return RunResult(
-        scenario=scenario,
-        contender=contender,
-        accel="tcg",
-        boot_seconds=5.0,
-        recording=recording,
-        measures=measure(recording),
-        agent_log="",
-    )
+    return _run(scenario, contender, recording, measure(recording))
 
 
 def test_build_real_asks_90_percent_back_within_15_s_where_build_then_idle_allows_30() -> None:
@@ -221,15 +210,12 @@ def _busy_run(contender: str, median_pass_s: float, refaults: int, repeat: int =
         samples, [NeedSample(0, 100 * MIB)], [("prepare", 4.0), ("cold-write", 10.0)]
     )
     hot = HotSet(40, median_pass_s, median_pass_s, refaults, 192 * MIB)
-    return RunResult(
-        scenario="busy-with-cold-cache",
-        contender=contender,
-        accel="tcg",
-        boot_seconds=5.0,
-        recording=recording,
-        measures=measure(recording, cold_bytes=768 * MIB, hot=hot),
-        agent_log="",
-        repeat=repeat,
+    return _run(
+        "busy-with-cold-cache",
+        contender,
+        recording,
+        measure(recording, cold_bytes=768 * MIB, hot=hot),
+        repeat,
     )
 
 
