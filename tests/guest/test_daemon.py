@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vmreclaim.guest.daemon import Agent, stop_on_signals
+from vmreclaim.guest.daemon import SETUP_REFRESH_S, Agent, CpuLedger, stop_on_signals
 from vmreclaim.guest.policies import POLICIES
 from vmreclaim.units import format_size
 
@@ -82,17 +82,39 @@ def test_each_action_logs_what_how_much_measured_and_why(sim, caplog):
         f"cache 950.0 MiB -> {format_size(950 * MIB - step)} in 0.00 s; "
         f"why: busy (5.0 % CPU): 700.0 MiB inactive cache above the 128.0 MiB floor; "
         f"reclaiming {format_size(int(700 * MIB * (1 - math.exp(-0.1))))}",
-        "stopped after 2 tick(s)",
+        "stopped after 2 tick(s); CPU 0.00 s (observing 0.00 s, deciding 0.00 s, "
+        "reclaim 0.00 s, compaction 0.00 s)",
     ]
 
 
 def test_no_op_ticks_log_only_at_debug(sim, caplog):
     caplog.set_level(logging.DEBUG)
     make_agent(sim, "off").run(duration_s=10)
-    assert info_messages(caplog) == ["stopped after 5 tick(s)"]
+    assert info_messages(caplog) == [
+        "stopped after 5 tick(s); CPU 0.00 s (observing 0.00 s, deciding 0.00 s)"
+    ]
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert debug.count("no action: policy off") == 5
     assert sim.writes == []
+
+
+def test_the_stop_line_says_where_the_agents_cpu_went(sim, caplog):
+    """Each action's CPU (its own and the kernel's work in its context) is booked to it."""
+    caplog.set_level(logging.INFO)
+    spent = [0.0]
+
+    def writer(path: Path, text: str) -> None:
+        spent[0] += 0.25 if path.name == "memory.reclaim" else 0.5
+        sim.kernel_writer(path, text)
+
+    agent = make_agent(sim)
+    agent._writer = writer
+    agent.cpu = CpuLedger(lambda: (0.0, spent[0]))
+    agent.run(duration_s=4)
+    assert info_messages(caplog)[-1] == (
+        "stopped after 2 tick(s); CPU 0.75 s (compaction 0.50 s, reclaim 0.25 s, "
+        "observing 0.00 s, deciding 0.00 s)"
+    )
 
 
 def test_gradual_writes_its_step_with_swappiness_0_then_compacts(sim):
@@ -250,3 +272,15 @@ def test_a_reclaim_on_a_swap_on_kernel_without_the_key_holds_swappiness_and_says
     assert [w for w in sim.writes if w[0] == swappiness] == [(swappiness, "0"), (swappiness, "60")]
     reclaims = [m for m in info_messages(caplog) if m.startswith("reclaim ")]
     assert "done, vm.swappiness held at 0)" in reclaims[0]
+
+
+def test_the_guests_setup_is_read_again_once_a_minute(sim):
+    """Kernel, reclaim knobs and reporting path are read at the first tick and every
+    SETUP_REFRESH_S after: an administrator's change shows within a minute, not at once."""
+    agent = make_agent(sim)
+    assert agent.tick().before.reclaim.vm_swappiness == 60
+    sim.root.write("/proc/sys/vm/swappiness", "10\n")
+    sim.advance(SETUP_REFRESH_S - 1)
+    assert agent.tick().before.reclaim.vm_swappiness == 60
+    sim.advance(1)
+    assert agent.tick().before.reclaim.vm_swappiness == 10

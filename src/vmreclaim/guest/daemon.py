@@ -35,7 +35,7 @@ from vmreclaim.guest.actions import (
 )
 from vmreclaim.guest.config import AgentConfig, describe
 from vmreclaim.guest.dropbehind import DropBehind, DropResult
-from vmreclaim.guest.observe import CpuTimes, Observation, observe
+from vmreclaim.guest.observe import CpuTimes, Observation, Setup, observe, read_setup
 from vmreclaim.guest.policies import Decision, Policy
 from vmreclaim.guest.priority import normal_cpu_priority
 from vmreclaim.units import format_size
@@ -43,6 +43,10 @@ from vmreclaim.units import format_size
 log = logging.getLogger(__name__)
 
 DROP_ALL_CACHES = 3  # WSL2's dropcache writes 3: page cache, dentries and inodes
+
+# How often the loop reads the guest's setup again (observe.Setup: kernel, reclaim knobs,
+# reporting path); an administrator's change (vm.swappiness, the balloon driver) shows this late.
+SETUP_REFRESH_S = 60.0
 
 OwnCpu = Callable[[], "tuple[float, float]"]  # (user, system) seconds this process has used
 
@@ -84,6 +88,36 @@ class TickReport:
         return None if before is None or after is None else before - after
 
 
+class CpuLedger:
+    """Where the agent's CPU time goes: observing and deciding, and each kind of action (the
+    kernel's work in the agent's context, page freeing and compaction, counts as its system
+    time). Logged when the agent stops, so a benchmark's agent log says what a tick costs."""
+
+    def __init__(self, own_cpu: OwnCpu) -> None:
+        self._own_cpu = own_cpu
+        self.seconds: dict[str, float] = {}
+
+    def _now(self) -> float:
+        user, system = self._own_cpu()
+        return user + system
+
+    @contextmanager
+    def spend(self, what: str) -> Iterator[None]:
+        started = self._now()
+        try:
+            yield
+        finally:
+            self.seconds[what] = self.seconds.get(what, 0.0) + self._now() - started
+
+    def summary(self) -> str:
+        total = sum(self.seconds.values())
+        parts = ", ".join(
+            f"{what} {seconds:.2f} s"
+            for what, seconds in sorted(self.seconds.items(), key=lambda item: -item[1])
+        )
+        return f"CPU {total:.2f} s ({parts})" if parts else "CPU 0 s"
+
+
 def _size(value: int | None) -> str:
     return "unknown" if value is None else format_size(value)
 
@@ -122,6 +156,8 @@ class Agent:
         self._writer = writer
         self._own_cpu = own_cpu
         self._drop_behind = drop_behind
+        self.cpu = CpuLedger(own_cpu)
+        self._setup: tuple[float, Setup] | None = None  # (read at, setup)
         # /proc/stat counts USER_HZ ticks (sysconf's CLK_TCK, 100 on Linux).
         self._user_hz = user_hz or os.sysconf("SC_CLK_TCK")
         self._stopped = threading.Event()
@@ -158,7 +194,29 @@ class Agent:
 
     def tick(self) -> TickReport:
         """Observe, decide, act on the decision, and log each action."""
-        obs = observe(self.root, self._clock, self.page_size)
+        with self.cpu.spend("observing"):
+            obs = self._observe()
+        if self._drop_behind is not None:
+            with self.cpu.spend("watching writes"):
+                obs = dataclasses.replace(obs, written=self._drop_behind.poll(obs.timestamp))
+        with self.cpu.spend("deciding"):
+            decision, self.state = self.policy.decide(obs, self.config, self.state)
+        self.ticks += 1
+        if not decision.acts:
+            log.debug("no action: %s", decision.reason)
+            return TickReport(obs, decision)
+        report = self._act(obs, decision)
+        self._log_actions(report)
+        return report
+
+    def _current_setup(self) -> Setup:
+        now = self._clock()
+        if self._setup is None or now - self._setup[0] >= SETUP_REFRESH_S:
+            self._setup = (now, read_setup(self.root))
+        return self._setup[1]
+
+    def _observe(self) -> Observation:
+        obs = observe(self.root, self._clock, self.page_size, self._current_setup())
         # The agent's own CPU time comes out of /proc/stat's busy time before any policy
         # decides. A memory.reclaim write runs in the writer's context and counts as its system
         # time, so the agent's own reclaim would otherwise end the idle period it started. And
@@ -170,16 +228,7 @@ class Agent:
             obs = dataclasses.replace(
                 obs, cpu=discount_cpu(obs.cpu, user_s, system_s, self._user_hz)
             )
-        if self._drop_behind is not None:
-            obs = dataclasses.replace(obs, written=self._drop_behind.poll(obs.timestamp))
-        decision, self.state = self.policy.decide(obs, self.config, self.state)
-        self.ticks += 1
-        if not decision.acts:
-            log.debug("no action: %s", decision.reason)
-            return TickReport(obs, decision)
-        report = self._act(obs, decision)
-        self._log_actions(report)
-        return report
+        return obs
 
     def _act(self, obs: Observation, decision: Decision) -> TickReport:
         reclaim = compaction = split = dropped = None
@@ -189,7 +238,7 @@ class Agent:
             # task, as compaction: the kernel frees the pages in our context, and at the agent's
             # nice 10 on a vCPU the guest keeps busy one 64 MiB file took 3 s (pgbench-ro),
             # which delayed every tick after it. The CPU it costs is the same either way.
-            with normal_cpu_priority():
+            with normal_cpu_priority(), self.cpu.spend("drop-behind"):
                 dropped = self._drop_behind.drop(
                     decision.drop_written_before,
                     time_limit_s=self.reclaim_time_limit_s,
@@ -197,37 +246,43 @@ class Agent:
                 )
         if decision.split_huge_pages:
             try:
-                split = split_huge_pages(self.root, clock=self._clock, writer=self._writer)
+                with self.cpu.spend("split"):
+                    split = split_huge_pages(self.root, clock=self._clock, writer=self._writer)
             except VmreclaimError as err:
                 errors.append(f"splitting huge pages failed: {err.message}")
         try:
-            if decision.drop_caches:
-                reclaim = drop_caches(
-                    self.root, DROP_ALL_CACHES, clock=self._clock, writer=self._writer
-                )
-            elif decision.reclaim_bytes > 0:
-                reclaim = reclaim_cache(
-                    self.root,
-                    decision.reclaim_bytes,
-                    obs.reclaim,
-                    swap_active=obs.memory.swap_active,
-                    page_size=self.page_size,
-                    time_limit_s=self.reclaim_time_limit_s,
-                    clock=self._clock,
-                    writer=self._writer,
-                )
+            with self.cpu.spend("reclaim"):
+                reclaim = self._reclaim(obs, decision)
         except VmreclaimError as err:
             errors.append(f"reclaim failed: {err.message}")
         if decision.compact and obs.reclaim.compact_memory:
             try:
-                with normal_cpu_priority():
+                with normal_cpu_priority(), self.cpu.spend("compaction"):
                     compaction = compact_memory(self.root, clock=self._clock, writer=self._writer)
             except VmreclaimError as err:
                 errors.append(f"compaction failed: {err.message}")
         elif decision.compact:
             log.debug("not compacting: /proc/sys/vm/compact_memory is missing")
-        after = observe(self.root, self._clock, self.page_size)
+        with self.cpu.spend("observing"):
+            after = observe(self.root, self._clock, self.page_size, self._current_setup())
         return TickReport(obs, decision, reclaim, compaction, after, tuple(errors), split, dropped)
+
+    def _reclaim(self, obs: Observation, decision: Decision) -> ReclaimResult | None:
+        """The decision's reclaim (raises VmreclaimError), or None when it asks for none."""
+        if decision.drop_caches:
+            return drop_caches(self.root, DROP_ALL_CACHES, clock=self._clock, writer=self._writer)
+        if decision.reclaim_bytes > 0:
+            return reclaim_cache(
+                self.root,
+                decision.reclaim_bytes,
+                obs.reclaim,
+                swap_active=obs.memory.swap_active,
+                page_size=self.page_size,
+                time_limit_s=self.reclaim_time_limit_s,
+                clock=self._clock,
+                writer=self._writer,
+            )
+        return None
 
     @staticmethod
     def _log_split(report: TickReport) -> None:
@@ -325,7 +380,7 @@ class Agent:
                 break
             self._sleep(next_tick - now)
         reason = f": {self.stop_reason}" if self.stop_reason else ""
-        log.info("stopped after %d tick(s)%s", self.ticks, reason)
+        log.info("stopped after %d tick(s)%s; %s", self.ticks, reason, self.cpu.summary())
         return self.ticks
 
 

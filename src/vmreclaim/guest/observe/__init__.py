@@ -12,7 +12,7 @@ from vmreclaim.guest.observe.kernel import KernelRelease, ReclaimInterface
 from vmreclaim.guest.observe.memory import MemInfo, VmStat
 from vmreclaim.guest.observe.pressure import Pressure, PressureLine
 from vmreclaim.guest.observe.reporting import ReportingPath, VirtioBalloon
-from vmreclaim.guest.observe.snapshot import Observation, observe
+from vmreclaim.guest.observe.snapshot import Observation, Setup, observe, read_setup
 from vmreclaim.guest.observe.thp import HugePages
 from vmreclaim.guest.observe.written import WrittenFile, WrittenOnce
 
@@ -29,10 +29,12 @@ __all__ = [
     "PressureLine",
     "ReclaimInterface",
     "ReportingPath",
+    "Setup",
     "VirtioBalloon",
     "VmStat",
     "WrittenFile",
     "WrittenOnce",
     "observe",
+    "read_setup",
     "split_free",
 ]

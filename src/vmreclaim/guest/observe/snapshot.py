@@ -85,20 +85,41 @@ class Observation:
         return self.memory.reclaimable_cache_bytes
 
 
+@dataclass(frozen=True)
+class Setup:
+    """The parts of an observation that change only when someone reconfigures the guest: the
+    kernel, its reclaim knobs (vm.swappiness among them) and the path free pages take to the
+    host. Ten of an observation's seventeen file reads, so a loop reads them now and then
+    (Agent: once a minute) and passes them to `observe`."""
+
+    kernel: KernelRelease | None
+    reclaim: ReclaimInterface
+    reporting: ReportingPath
+
+
+def read_setup(root: Path = Path("/")) -> Setup:
+    kernel = read_kernel_release(root)
+    return Setup(kernel, read_reclaim_interface(root, kernel), read_reporting_path(root))
+
+
 def observe(
     root: Path = Path("/"),
     clock: Callable[[], float] | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
+    setup: Setup | None = None,
 ) -> Observation:
     """Read everything under `root` once. Never raises for a missing file: it says so instead.
 
     `clock` stamps the snapshot (the daemon passes time.monotonic); without one the stamp is 0.
     `page_size` is os.sysconf("SC_PAGE_SIZE") in a guest; the default keeps tests deterministic.
+    `setup`: the guest's setup as read earlier (read_setup); without it, read now.
     """
     timestamp = clock() if clock is not None else 0.0
     incomplete: list[str] = []
 
-    kernel = read_kernel_release(root)
+    if setup is None:
+        setup = read_setup(root)
+    kernel = setup.kernel
     if kernel is None:
         incomplete.append(KERNEL)
 
@@ -129,7 +150,7 @@ def observe(
         if value is None:
             incomplete.append(name)
 
-    reporting = read_reporting_path(root)
+    reporting = setup.reporting
     free = None if buddy is None else split_free(buddy, reporting.order, page_size)
     return Observation(
         timestamp=timestamp,
@@ -143,7 +164,7 @@ def observe(
         buddy=buddy,
         free=free,
         reporting=reporting,
-        reclaim=read_reclaim_interface(root, kernel),
+        reclaim=setup.reclaim,
         huge_pages=huge_pages(root, memory, vmstat),
         incomplete=tuple(incomplete),
     )
