@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import dataclasses
+import time
+from pathlib import Path
 
 import pytest
 
-from vmreclaim.guest.observe import observe
+from vmreclaim.guest.observe import _files, keep_tick_files_open, observe
 
 from . import kernel_text as k
 from .fakeroot import FakeRoot
@@ -74,3 +76,32 @@ def test_refaults_and_cpu_reach_the_snapshot(debian):
     assert obs.cpu is not None
     assert obs.cpu.idle == 46828483
     assert obs.memory_pressure is not None
+
+
+def test_kept_open_tick_files_are_read_afresh_each_time(debian):
+    debian.remove("/proc/pressure/io")
+    with keep_tick_files_open(debian.path):
+        assert observe(debian.path).memory.free_bytes == 1503212 * 1024
+        debian.write(
+            "/proc/meminfo",
+            k.MEMINFO_DEBIAN_6_1.replace("MemFree:         1503212 kB", "MemFree: 1000 kB"),
+        )
+        assert observe(debian.path).memory.free_bytes == 1000 * 1024
+        # Absent when the block began: read the usual way, so it counts once it appears.
+        assert observe(debian.path).io_pressure is None
+        debian.write("/proc/pressure/io", k.PSI_IO_IDLE)
+        assert observe(debian.path).io_pressure is not None
+    assert _files._kept == {}
+
+
+def test_a_kept_proc_file_shows_the_kernels_current_state() -> None:
+    uptime = "/proc/uptime"
+    with _files.keep_open(Path("/"), (uptime,)):
+        assert Path(uptime) in _files._kept
+        first = _files.read_text(Path("/"), uptime)
+        time.sleep(0.02)
+        second = _files.read_text(Path("/"), uptime)
+    assert first is not None
+    assert second is not None
+    assert first != second
+    assert _files._kept == {}

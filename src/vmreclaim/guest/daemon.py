@@ -35,7 +35,14 @@ from vmreclaim.guest.actions import (
 )
 from vmreclaim.guest.config import AgentConfig, describe
 from vmreclaim.guest.dropbehind import DropBehind, DropResult
-from vmreclaim.guest.observe import CpuTimes, Observation, Setup, observe, read_setup
+from vmreclaim.guest.observe import (
+    CpuTimes,
+    Observation,
+    Setup,
+    keep_tick_files_open,
+    observe,
+    read_setup,
+)
 from vmreclaim.guest.policies import Decision, Policy
 from vmreclaim.guest.priority import normal_cpu_priority
 from vmreclaim.units import format_size
@@ -362,6 +369,13 @@ class Agent:
         Returns the number of ticks. Ticks keep a fixed cadence; a tick that overruns its
         interval delays the next one instead of causing a burst.
         """
+        with keep_tick_files_open(self.root):
+            self._loop(duration_s, max_ticks)
+        reason = f": {self.stop_reason}" if self.stop_reason else ""
+        log.info("stopped after %d tick(s)%s; %s", self.ticks, reason, self.cpu.summary())
+        return self.ticks
+
+    def _loop(self, duration_s: float | None, max_ticks: int | None) -> None:
         start = self._clock()
         end = None if duration_s is None else start + duration_s
         next_tick = start
@@ -379,9 +393,6 @@ class Agent:
                     self._sleep(end - now)
                 break
             self._sleep(next_tick - now)
-        reason = f": {self.stop_reason}" if self.stop_reason else ""
-        log.info("stopped after %d tick(s)%s; %s", self.ticks, reason, self.cpu.summary())
-        return self.ticks
 
 
 @contextmanager

@@ -12,7 +12,13 @@ from vmreclaim.guest.observe.kernel import KernelRelease, ReclaimInterface
 from vmreclaim.guest.observe.memory import MemInfo, VmStat
 from vmreclaim.guest.observe.pressure import Pressure, PressureLine
 from vmreclaim.guest.observe.reporting import ReportingPath, VirtioBalloon
-from vmreclaim.guest.observe.snapshot import Observation, Setup, observe, read_setup
+from vmreclaim.guest.observe.snapshot import (
+    Observation,
+    Setup,
+    keep_tick_files_open,
+    observe,
+    read_setup,
+)
 from vmreclaim.guest.observe.thp import HugePages
 from vmreclaim.guest.observe.written import WrittenFile, WrittenOnce
 
@@ -34,6 +40,7 @@ __all__ = [
     "VmStat",
     "WrittenFile",
     "WrittenOnce",
+    "keep_tick_files_open",
     "observe",
     "read_setup",
     "split_free",

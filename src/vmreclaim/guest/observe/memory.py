@@ -29,6 +29,7 @@ _MEMINFO_KEYS = (
     ("swap_free_bytes", "SwapFree"),
     ("swap_cached_bytes", "SwapCached"),
 )
+_MEMINFO_NAMES = frozenset(key for _, key in _MEMINFO_KEYS)
 
 
 @dataclass(frozen=True)
@@ -110,19 +111,20 @@ class MemInfo:
 
 
 def parse_meminfo(text: str) -> MemInfo:
-    """Parse /proc/meminfo text ("MemTotal:        2014548 kB") into bytes."""
+    """Parse /proc/meminfo text ("MemTotal:        2014548 kB") into bytes. Only the lines
+    MemInfo keeps are converted: the agent parses this file every tick, on a vCPU it shares."""
     values: dict[str, int] = {}
     for line in text.splitlines():
         key, sep, rest = line.partition(":")
-        fields = rest.split()
-        if not sep or not fields:
+        if not sep or key not in _MEMINFO_NAMES:
             continue
+        fields = rest.split()
         try:
             number = int(fields[0])
-        except ValueError:
+        except (IndexError, ValueError):
             continue
         unit = fields[1] if len(fields) > 1 else ""
-        values[key.strip()] = number * 1024 if unit == "kB" else number
+        values[key] = number * 1024 if unit == "kB" else number
     found = {field: values.get(key) for field, key in _MEMINFO_KEYS}
     missing = tuple(key for _, key in _MEMINFO_KEYS if key not in values)
     return MemInfo(**found, missing=missing)
@@ -181,13 +183,17 @@ _VMSTAT_OLD_NAMES = {
 }
 
 
+_VMSTAT_NAMES = frozenset((*_VMSTAT_FIELDS, *_OPTIONAL_VMSTAT_FIELDS, *_VMSTAT_OLD_NAMES.values()))
+
+
 def parse_vmstat(text: str) -> VmStat:
-    """Parse /proc/vmstat text ("workingset_refault_file 1234", one counter a line)."""
+    """Parse /proc/vmstat text ("workingset_refault_file 1234", one counter a line). Only the
+    counters VmStat keeps are converted, a tenth of the file's lines."""
     counters: dict[str, int] = {}
     for line in text.splitlines():
-        fields = line.split()
-        if len(fields) == 2 and fields[1].lstrip("-").isdigit():
-            counters[fields[0]] = int(fields[1])
+        name, _, number = line.partition(" ")
+        if name in _VMSTAT_NAMES and number.lstrip("-").isdigit():
+            counters[name] = int(number)
     found: dict[str, int | None] = {}
     missing: list[str] = []
     for name in _VMSTAT_FIELDS:

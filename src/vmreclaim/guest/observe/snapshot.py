@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmreclaim.guest.observe._files import keep_open
 from vmreclaim.guest.observe.buddy import BuddyInfo, FreeSplit, read_buddyinfo, split_free
 from vmreclaim.guest.observe.cpu import CpuTimes, read_cpu_times
 from vmreclaim.guest.observe.kernel import (
@@ -28,6 +30,18 @@ from vmreclaim.guest.observe.thp import HugePages, huge_pages
 from vmreclaim.guest.observe.written import WrittenOnce
 
 DEFAULT_PAGE_SIZE = 4096
+
+# The files `observe` reads every time (the rest are the Setup's): a loop keeps them open
+# (vmreclaim.guest.observe._files.keep_open).
+TICK_FILES = (
+    "/proc/meminfo",
+    "/proc/vmstat",
+    "/proc/stat",
+    "/proc/buddyinfo",
+    "/proc/pressure/memory",
+    "/proc/pressure/io",
+    "/sys/kernel/mm/transparent_hugepage/enabled",
+)
 
 # Names used in Observation.incomplete. A whole source that could not be read is named alone
 # ("buddyinfo"); a missing key inside a source is "<source>.<key>" ("meminfo.MemAvailable").
@@ -83,6 +97,11 @@ class Observation:
     def reclaimable_cache_bytes(self) -> int | None:
         """Active(file) + Inactive(file) + SReclaimable."""
         return self.memory.reclaimable_cache_bytes
+
+
+def keep_tick_files_open(root: Path = Path("/")) -> AbstractContextManager[None]:
+    """While the block runs, `observe` reads TICK_FILES from descriptors kept open."""
+    return keep_open(root, TICK_FILES)
 
 
 @dataclass(frozen=True)
