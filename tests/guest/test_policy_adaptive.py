@@ -265,6 +265,24 @@ def test_compactions_are_at_least_the_interval_apart(sim):
     assert _compaction_times(driver.run(50, busy_ratio=BUSY)) == [12.0, 52.0]
 
 
+def test_busy_it_waits_for_its_own_freeing_to_settle_before_compacting(sim):
+    """95 MiB unreportable: worth a pass, but not while each reclaim leaves new small blocks."""
+    _fragment(sim, 20000)
+    log = PolicyDriver(sim, ADAPTIVE).run(120, busy_ratio=BUSY)
+    reclaims = [t for t, d in log if d.reclaim_bytes]
+    compactions = _compaction_times(log)
+    assert len(reclaims) > 3
+    assert compactions
+    assert compactions[0] >= reclaims[-1] + ADAPTIVE.config_type().compact_settle_s
+
+
+def test_busy_and_freeing_it_still_compacts_past_the_busy_amount(sim):
+    _fragment(sim, 40000)  # 173 MiB unreportable
+    log = PolicyDriver(sim, ADAPTIVE).run(10, busy_ratio=BUSY)
+    assert [t for t, d in log if d.reclaim_bytes][:1] == [2.0]
+    assert _compaction_times(log)[:1] == [2.0]
+
+
 def test_it_does_not_compact_when_little_free_memory_is_unreportable(sim):
     # 40 MiB unreportable: under the 64 MiB worth a compaction
     _fragment(sim, 10000)

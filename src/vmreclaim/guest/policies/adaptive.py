@@ -40,7 +40,11 @@ Control law, once per tick (dt seconds since the previous one):
 8. Compact when free memory in blocks below the reporting order (which free page reporting cannot
    return) is large, at most every compact_interval_s. A compaction that did not shrink it by
    compact_min_bytes is retried at doubling intervals (up to compact_max_interval_s) until one
-   helps or fragmentation grows past what it left.
+   helps or fragmentation grows past what it left. Busy, and while the agent is still freeing
+   cache (it reclaimed, dropped or split within compact_settle_s), the amount must pass
+   busy_compact_min_bytes instead: a pass takes its CPU from the workload whatever it finds
+   (under pgbench, compaction was half of the agent's CPU and one pass moved 18 MiB for it),
+   and the next drop leaves new small blocks. Once the freeing settles, one pass takes them all.
 9. Huge pages that processes partly freed hold their free part until the deferred split
    shrinker runs, which the kernel does under memory pressure only. When they hold more than
    thp_split_min_bytes, split them (busy or idle: it costs no page cache, see
@@ -129,6 +133,10 @@ class AdaptiveConfig:
     # (seen here: one compaction stopped after 1,024 pages, the next on the same guest moved
     # 52,676 and returned 358 MiB); pinned pages make them useless for good.
     compact_max_interval_s: float = 600.0
+    # Busy and still freeing cache: compact only past this much unreportable free memory...
+    busy_compact_min_bytes: int = 128 << 20
+    # ... until the agent has freed nothing for this long (three 2 s ticks).
+    compact_settle_s: float = 6.0
     # Split partly freed huge pages when they hold more than this (step 9). Seen in a 2 GiB
     # lab guest: 1 GiB touched then released in sub-2 MiB ranges held 958 MiB this way.
     thp_split_min_bytes: int = 64 << 20
@@ -185,6 +193,7 @@ class AdaptiveState:
     paused_until: float | None = None
     last_reclaim_at: float | None = None
     last_compact_at: float | None = None
+    last_freed_at: float | None = None  # the agent last reclaimed, dropped or split (step 8)
     # Unreportable free memory just before the last compaction and on the first tick after it,
     # and how many compactions in a row did not shrink it by compact_min_bytes.
     compact_before_bytes: int | None = None
@@ -237,14 +246,17 @@ def _decay(floor: int, dt: float, config: AdaptiveConfig) -> int:
     return config.min_floor_bytes + int(gap * (1 - config.floor_decay_ratio_per_min) ** (dt / 60))
 
 
-def _compaction(obs: Observation, config: AdaptiveConfig, state: AdaptiveState) -> str | None:
-    """Why to compact now, or None."""
+def _compaction(
+    obs: Observation, config: AdaptiveConfig, state: AdaptiveState, settling: bool
+) -> str | None:
+    """Why to compact now, or None. `settling`: busy, and the agent is still freeing cache."""
     free = obs.free
     if free is None or not obs.reclaim.compact_memory:
         return None
     total_free = free.reportable_bytes + free.unreportable_bytes
     stuck = free.unreportable_bytes
-    if stuck <= config.compact_min_bytes or stuck <= config.compact_min_ratio * total_free:
+    least = config.busy_compact_min_bytes if settling else config.compact_min_bytes
+    if stuck <= least or stuck <= config.compact_min_ratio * total_free:
         return None
     wait = config.compact_interval_s
     baseline = state.compact_baseline_bytes
@@ -393,7 +405,7 @@ def _shrink_slab(
 
 
 def _plan_compaction(
-    obs: Observation, config: AdaptiveConfig, state: AdaptiveState, split: bool
+    obs: Observation, config: AdaptiveConfig, state: AdaptiveState, split: bool, settling: bool
 ) -> tuple[str | None, AdaptiveState]:
     """(why to compact now or None, the state with this tick's compaction bookkeeping).
 
@@ -411,7 +423,7 @@ def _plan_compaction(
         if before is not None:
             failures = 0 if before - left >= config.compact_min_bytes else failures + 1
         state = dataclasses.replace(state, compact_baseline_bytes=left, compact_failures=failures)
-    compact = _compaction(obs, config, state)
+    compact = _compaction(obs, config, state, settling)
     judged = compact is not None and not split  # a split changes what a compaction faces
     followups = SPLIT_FOLLOWUP_COMPACTIONS if split else state.compact_followups
     if compact is None and split:
@@ -512,7 +524,11 @@ def _decide_reclaim(
     split, state = _split(obs, config, state)
     if split is None and idle:
         split, state = _shrink_slab(obs, config, state)
-    compact, state = _plan_compaction(obs, config, state, split is not None)
+    if step > 0 or dropping > 0 or split is not None:
+        state = dataclasses.replace(state, last_freed_at=now)
+    freed_at = state.last_freed_at
+    settling = not idle and freed_at is not None and now - freed_at < config.compact_settle_s
+    compact, state = _plan_compaction(obs, config, state, split is not None, settling)
     if step > 0:
         why = f"{why}; reclaiming {fmt(step)}"
         state = dataclasses.replace(
