@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from vmreclaim.bench.runner import stop_agent
 from vmreclaim.lab import MachineConfig, VirtualMachine
 from vmreclaim.lab.measure import guest_ram, watch
 
@@ -29,7 +30,8 @@ def busy_vm(guest_image) -> Iterator[VirtualMachine]:
 
 def _start_agent(vm: VirtualMachine, policy: str) -> None:
     vm.check(
-        f"python3 -m vmreclaim guest run --policy {policy} --interval 2 >/tmp/agent.log 2>&1 &"
+        f"python3 -m vmreclaim guest run --policy {policy} --interval 2 >/tmp/agent.log 2>&1 "
+        "& echo $! >/tmp/agent.pid"
     )
 
 
@@ -49,8 +51,16 @@ def _cold_cache_run(vm: VirtualMachine) -> tuple[int, int, int]:
 def test_adaptive_returns_cold_cache_while_the_guest_is_busy(busy_vm: VirtualMachine) -> None:
     _start_agent(busy_vm, "adaptive")
     before, filled, lowest = _cold_cache_run(busy_vm)
-    log = busy_vm.run("cat /tmp/agent.log").text
+    # The benchmark's way of stopping the agent: its CPU share, and a log that ends with where
+    # that CPU went.
+    cpu_share, log = stop_agent(busy_vm)
     assert lowest - before <= 0.3 * COLD, (before, filled, lowest, log)
+    assert cpu_share is not None
+    assert 0 < cpu_share < 0.5
+    last = log.splitlines()[-1]
+    assert last.startswith("vmreclaim: stopped after "), log[-2000:]
+    assert "SIGTERM; CPU " in last
+    assert "drop-behind " in last
 
 
 @pytest.mark.parametrize("policy", ["gradual", "dropcache"])

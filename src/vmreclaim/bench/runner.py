@@ -117,7 +117,7 @@ def run_one(
         hot = _hot_set(vm, scenario.hot_bytes) if scenario.hot_bytes else None
         heap = _heap_report(vm) if scenario.runtime_heap_bytes else None
         database = _database(vm, scenario.database.window_s) if scenario.database else None
-        agent_cpu, agent_log = _agent(vm)
+        agent_cpu, agent_log = stop_agent(vm)
         result = RunResult(
             scenario=scenario.name,
             contender=contender.name,
@@ -223,7 +223,7 @@ def _heap_report(vm: VirtualMachine) -> HeapReport | None:
         return None
 
 
-def _agent(vm: VirtualMachine) -> tuple[float | None, str]:
+def stop_agent(vm: VirtualMachine) -> tuple[float | None, str]:
     """The agent's CPU share over its life and its log (empty without an agent). The agent is
     stopped first, so the log ends with where its CPU went.
 
