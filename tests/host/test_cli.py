@@ -34,7 +34,7 @@ def test_an_unreachable_socket_is_an_error(tmp_path: Path, capsys) -> None:
     assert "hint:" in err
 
 
-def test_a_socket_that_is_not_qmp_is_an_error(tmp_path: Path) -> None:
+def test_a_socket_that_never_answers_is_reported_hung(tmp_path: Path) -> None:
     path = tmp_path / "silent.sock"
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(str(path))
@@ -46,7 +46,8 @@ def test_a_socket_that_is_not_qmp_is_an_error(tmp_path: Path) -> None:
             timeout=60,
         )
     assert done.returncode == 1
-    assert "did not answer as a QMP monitor" in done.stderr
+    assert "no answer within" in done.stderr
+    assert "one client at a time" in done.stderr
 
 
 def test_top_needs_some_vm(capsys) -> None:

@@ -244,7 +244,7 @@ def _launch_options(args: argparse.Namespace) -> int:
 
 
 def _libvirt_enable_reporting(args: argparse.Namespace) -> int:
-    from vmreclaim.host.libvirt_backend import enable_reporting
+    from vmreclaim.host.backends.libvirt import enable_reporting
 
     change = enable_reporting(args.uri, args.domain)
     for note in change.notes:

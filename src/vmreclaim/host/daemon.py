@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from vmreclaim.errors import VmreclaimError
-from vmreclaim.host.backend import BackendFactory
+from vmreclaim.host.backends.base import BackendFactory
 from vmreclaim.host.config import HostConfig
 from vmreclaim.host.fleet import Discoverer, Fleet, FleetPoll
 from vmreclaim.host.hostmem import read_host_memory

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from vmreclaim.errors import VmreclaimError
-from vmreclaim.host.backend import BackendFactory, VmBackend
+from vmreclaim.host.backends.base import BackendFactory, VmBackend
 from vmreclaim.host.history import VmHistory, track
 from vmreclaim.host.records import VmObservation
 

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmreclaim.errors import HostError
-from vmreclaim.host.backend import VmBackend
+from vmreclaim.host.backends.base import VmBackend
 from vmreclaim.host.fleet import discover
 from vmreclaim.host.records import VmSample
 
 if TYPE_CHECKING:
-    from vmreclaim.host.libvirt_backend import LibvirtHub
+    from vmreclaim.host.backends.libvirt import LibvirtHub
 
 CLOUD_HYPERVISOR = "cloud-hypervisor:"
 FIRECRACKER = "firecracker:"
@@ -94,7 +94,7 @@ class VmSources:
 
     def _libvirt_hub(self) -> LibvirtHub:
         if self._hub is None:
-            from vmreclaim.host.libvirt_backend import LibvirtHub
+            from vmreclaim.host.backends.libvirt import LibvirtHub
 
             self._hub = LibvirtHub()
         return self._hub
@@ -113,22 +113,22 @@ class VmSources:
 
     def backend(self, address: str) -> VmBackend:
         if address.startswith(CLOUD_HYPERVISOR):
-            from vmreclaim.host.cloud_hypervisor import CloudHypervisorVm
+            from vmreclaim.host.backends.cloud_hypervisor import CloudHypervisorVm
 
             return CloudHypervisorVm(address.removeprefix(CLOUD_HYPERVISOR), proc=self._proc)
         if address.startswith(FIRECRACKER):
-            from vmreclaim.host.firecracker import FirecrackerVm
+            from vmreclaim.host.backends.firecracker import FirecrackerVm
 
             return FirecrackerVm(address.removeprefix(FIRECRACKER), proc=self._proc)
         if address.startswith("libvirt:"):
-            from vmreclaim.host.libvirt_backend import LibvirtDomainVm, split_address
+            from vmreclaim.host.backends.libvirt import LibvirtDomainVm, split_address
 
             uri, name = split_address(address)
             if name is None:
                 error = self._libvirt_failures.get(uri) or HostError(f"{uri}: not listed yet")
                 return _Failed(address, error)
             return LibvirtDomainVm(self._libvirt_hub(), uri, name, proc=self._proc)
-        from vmreclaim.host.qemu_backend import QemuVm
+        from vmreclaim.host.backends.qemu import QemuVm
 
         return QemuVm(address, proc=self._proc)
 

@@ -35,9 +35,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from vmreclaim.errors import HostError, MissingDependencyError, UsageError, VmUnreachableError
-from vmreclaim.host.process import sample_footprint
-from vmreclaim.host.qemu_backend import FootprintSampler
-from vmreclaim.host.records import BalloonState, GuestStats, VmSample
+from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, Backend, StatKeys, guest_stats_from
+from vmreclaim.host.records import BalloonState, GuestStats
 
 if TYPE_CHECKING:
     import libvirt
@@ -46,6 +45,15 @@ log = logging.getLogger(__name__)
 
 KIB = 1024
 PREFIX = "libvirt:"
+_STAT_KEYS = StatKeys(
+    total="available",  # VIR_DOMAIN_MEMORY_STAT_AVAILABLE: the guest's total
+    free="unused",
+    available="usable",  # VIR_DOMAIN_MEMORY_STAT_USABLE: MemAvailable
+    cache="disk_caches",
+    major_faults="major_fault",
+    minor_faults="minor_fault",
+    amount_unit=KIB,
+)
 
 
 class LibvirtError(HostError):
@@ -143,24 +151,7 @@ def guest_stats(stats: dict[str, int]) -> GuestStats | None:
     `last_update`). Amounts arrive in KiB."""
     if "last_update" not in stats:
         return None
-
-    def kib(key: str) -> int | None:
-        value = stats.get(key)
-        return value * KIB if isinstance(value, int) and value >= 0 else None
-
-    def count(key: str) -> int | None:
-        value = stats.get(key)
-        return value if isinstance(value, int) and value >= 0 else None
-
-    return GuestStats(
-        updated_at=float(stats["last_update"]),
-        total_bytes=kib("available"),  # VIR_DOMAIN_MEMORY_STAT_AVAILABLE: the guest's total
-        free_bytes=kib("unused"),
-        available_bytes=kib("usable"),  # VIR_DOMAIN_MEMORY_STAT_USABLE: MemAvailable
-        cache_bytes=kib("disk_caches"),
-        major_faults=count("major_fault"),
-        minor_faults=count("minor_fault"),
-    )
+    return guest_stats_from(stats, _STAT_KEYS, float(stats["last_update"]))
 
 
 # -- addresses and processes -----------------------------------------------------------------
@@ -268,7 +259,7 @@ class LibvirtHub:
             self._connections.clear()
 
 
-class LibvirtDomainVm:
+class LibvirtDomainVm(Backend):
     """A `VmBackend` for one running libvirt domain."""
 
     def __init__(
@@ -278,34 +269,26 @@ class LibvirtDomainVm:
         name: str,
         *,
         proc: Path = Path("/proc"),
+        timeout: float = DEFAULT_TIMEOUT,
         stats_period: int = 1,
         exact_footprint_every: float = 30.0,
     ) -> None:
+        super().__init__(
+            name, proc=proc, timeout=timeout, exact_footprint_every=exact_footprint_every
+        )
         self._hub = hub
         self.uri = uri
-        self._name = name
-        self._proc = proc
         self._stats_period = stats_period
-        self._exact_footprint_every = exact_footprint_every
         self._domain: libvirt.virDomain | None = None
-        self.pid: int | None = None
-        self._ram_bytes: int | None = None
-        self._reporting: bool | None = None
-        self._has_balloon = False
-        self._footprint: FootprintSampler | None = None
 
     @property
     def address(self) -> str:
         return domain_address(self.uri, self._name)
 
-    @property
-    def name(self) -> str:
-        return self._name
+    async def _connect(self) -> None:
+        await self._bounded(asyncio.to_thread(self._connect_blocking), "connecting")
 
-    async def connect(self) -> None:
-        await asyncio.to_thread(self._connect)
-
-    def _connect(self) -> None:
+    def _connect_blocking(self) -> None:
         libvirt = import_libvirt()
         what = f"domain {self._name} on {self.uri}"
         try:
@@ -326,24 +309,15 @@ class LibvirtDomainVm:
             log.warning("%s: no virtio memballoon; only the footprint is watched", what)
         self._domain = domain
         self.pid = qemu_pid(self.uri, self._name, self._proc)
-        if self.pid is not None:
-            self._footprint = FootprintSampler(
-                self.pid, self._ram_bytes, self._proc, exact_every=self._exact_footprint_every
-            )
 
-    async def sample(self) -> VmSample:
-        stats = await asyncio.to_thread(self._memory_stats)
+    async def _read_balloon(self) -> tuple[BalloonState | None, GuestStats | None]:
+        stats = await self._bounded(asyncio.to_thread(self._memory_stats), "memoryStats")
+        if not self._has_balloon or self._ram_bytes is None:
+            return None, None
         balloon = None
-        if self._has_balloon and self._ram_bytes is not None and "actual" in stats:
+        if "actual" in stats:
             balloon = BalloonState(self._ram_bytes, stats["actual"] * KIB, self._reporting)
-        return VmSample(
-            name=self._name,
-            address=self.address,
-            pid=self.pid,
-            footprint=sample_footprint(self._footprint, self._name, self.pid),
-            balloon=balloon,
-            guest=guest_stats(stats) if self._has_balloon else None,
-        )
+        return balloon, guest_stats(stats)
 
     def _memory_stats(self) -> dict[str, int]:
         libvirt = import_libvirt()
@@ -359,8 +333,8 @@ class LibvirtDomainVm:
             raise VmUnreachableError(f"{self.address}: not connected")
         return self._domain
 
-    async def set_balloon_target(self, guest_bytes: int) -> None:
-        await asyncio.to_thread(self._set_memory, guest_bytes)
+    async def _set_balloon(self, guest_bytes: int) -> None:
+        await self._bounded(asyncio.to_thread(self._set_memory, guest_bytes), "setMemoryFlags")
 
     def _set_memory(self, guest_bytes: int) -> None:
         libvirt = import_libvirt()
