@@ -130,6 +130,27 @@ def test_a_silent_socket_is_hung(tmp_path: Path) -> None:
         listener.close()
 
 
+def test_cancelling_a_connect_cancels_it_instead_of_failing_it(tmp_path: Path) -> None:
+    # Ctrl-C, SIGTERM and the fleet forgetting a VM cancel a connect that waits for the
+    # greeting: that must stay a cancellation, not become a QmpError the caller logs and retries.
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(socket_path(tmp_path)))
+    listener.listen(1)
+
+    async def scenario() -> asyncio.Task[None]:
+        task = asyncio.create_task(QemuVm(socket_path(tmp_path), timeout=30).connect())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.wait([task])
+        return task
+
+    try:
+        task = asyncio.run(scenario())
+    finally:
+        listener.close()
+    assert task.cancelled()
+
+
 def test_unknown_guest_statistics_are_none() -> None:
     stats = parse_guest_stats(
         {"last-update": 0, "stats": {"stat-free-memory": UNKNOWN, "stat-total-memory": 5}}

@@ -10,7 +10,6 @@ tasks: a hung monitor never delays the others' polls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import glob
 import logging
 import time
@@ -195,10 +194,14 @@ class Fleet:
         slot.retry_at = self._clock() + 1.0
 
     async def _forget(self, slot: _Slot) -> None:
-        if slot.connecting is not None:
-            slot.connecting.cancel()
-            with contextlib.suppress(BaseException):
-                await slot.connecting
+        task, slot.connecting = slot.connecting, None
+        if task is not None:
+            task.cancel()
+            # asyncio.wait, unlike awaiting the task, neither raises its error nor swallows a
+            # cancellation of ours: Ctrl-C, SIGTERM and a cancelled caller go on up.
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("%s: connect ended with %r", slot.address, task.exception())
         if slot.backend is not None:
             await slot.backend.close()
 
