@@ -1,11 +1,17 @@
-"""The fleet: many VMs at once, stopped cleanly."""
+"""The fleet: many VMs at once, one hung among them, stopped cleanly."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
+from pathlib import Path
 
-from vmreclaim.host.fleet import Fleet
+from vmreclaim.host.backends.qemu import QemuVm
+from vmreclaim.host.fleet import Fleet, FleetPoll
 from vmreclaim.host.records import VmSample
+
+from .fake_qmp import FakeQemu
 
 
 class SlowToCancel:
@@ -46,3 +52,32 @@ def test_closing_the_fleet_can_itself_be_cancelled() -> None:
         return closing
 
     assert asyncio.run(scenario()).cancelled()
+
+
+def test_a_hung_vm_is_reported_hung_without_delaying_the_others(tmp_path: Path) -> None:
+    silent = socket.socket(socket.AF_UNIX)  # accepts (in the backlog) and never answers
+    silent.bind(str(tmp_path / "hung.qmp"))
+    silent.listen(1)
+
+    async def scenario() -> tuple[FleetPoll, float]:
+        fleet = Fleet([str(tmp_path / "*.qmp")], lambda address: QemuVm(address, timeout=0.3))
+        async with FakeQemu(tmp_path / "good.qmp"):
+            started = time.monotonic()
+            await fleet.connect_all()
+            poll = await fleet.poll()
+            elapsed = time.monotonic() - started
+        await fleet.close()
+        return poll, elapsed
+
+    try:
+        poll, elapsed = asyncio.run(scenario())
+    finally:
+        silent.close()
+    assert elapsed < 1.0
+    (good,) = poll.vms
+    assert good.sample.name == "fake-vm"
+    assert good.sample.guest is not None
+    (hung,) = poll.unreachable
+    assert hung.address == str(tmp_path / "hung.qmp")
+    assert hung.hung
+    assert "no answer within 0.3 s to the QMP greeting" in hung.error

@@ -15,8 +15,9 @@ implements only what differs:
   _set_balloon()   ask the balloon to leave the guest some bytes
   close()          may be overridden to release a connection; must never raise
 
-and calls the hypervisor through `_bounded` (an awaitable) so that no call outlives
-`timeout`. The public `connect`, `sample` and `set_balloon_target` are the base's.
+and calls the hypervisor through `_bounded` (an awaitable) or `_in_thread` (a blocking
+function) so that no call outlives `timeout`. The public `connect`, `sample` and
+`set_balloon_target` are the base's.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Protocol, TypeVar
 
 from vmreclaim.errors import HostError, VmHungError
 from vmreclaim.host.backends.process import FootprintSampler, sample_footprint
+from vmreclaim.host.backends.threads import BlockingCalls
 from vmreclaim.host.records import BalloonState, GuestStats, VmSample
 
 T = TypeVar("T")
@@ -124,8 +126,12 @@ class Backend(abc.ABC):
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
         exact_footprint_every: float = 30.0,
+        calls: BlockingCalls | None = None,
     ) -> None:
         self._name = name
+        self._calls = calls
+        """Threads for blocking calls; share one among backends (VmSources does) so that a
+        VM whose call is stuck gets no second thread when it is reconnected."""
         self._proc = proc
         self.timeout = timeout
         """Seconds the hypervisor has to answer one call."""
@@ -190,6 +196,14 @@ class Backend(abc.ABC):
             return await asyncio.wait_for(call, self.timeout)
         except asyncio.TimeoutError as err:  # not the built-in TimeoutError before 3.11
             raise self._hung(what, hint) from err
+
+    async def _in_thread(self, function: Callable[[], T], what: str) -> T:
+        """A blocking call, on a thread, bounded like `_bounded` (threads.py says how)."""
+        if self._calls is None:
+            self._calls = BlockingCalls()
+        return await self._calls.run(
+            self.address, function, timeout=self.timeout, what=what, label=self._name
+        )
 
     def _balloon_size(self, guest_bytes: int) -> int:
         """The balloon that leaves the guest `guest_bytes` (for VMMs that take the balloon's

@@ -32,6 +32,7 @@ from typing import Any
 
 from vmreclaim.errors import HostError
 from vmreclaim.host.backends.base import DEFAULT_TIMEOUT
+from vmreclaim.host.backends.threads import BlockingCalls
 from vmreclaim.host.backends.vmm_http import HttpVmm, VmmApiError, guest_stats
 from vmreclaim.host.records import BalloonState, GuestStats
 
@@ -67,9 +68,14 @@ class CloudHypervisorVm(HttpVmm):
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
         exact_footprint_every: float = 30.0,
+        calls: BlockingCalls | None = None,
     ) -> None:
         super().__init__(
-            socket_path, proc=proc, timeout=timeout, exact_footprint_every=exact_footprint_every
+            socket_path,
+            proc=proc,
+            timeout=timeout,
+            exact_footprint_every=exact_footprint_every,
+            calls=calls,
         )
         self._stats_supported = True
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vmreclaim.host.backends.base import DEFAULT_TIMEOUT
+from vmreclaim.host.backends.threads import BlockingCalls
 from vmreclaim.host.backends.vmm_http import HttpVmm, VmmApiError, guest_stats
 from vmreclaim.host.records import BalloonState, GuestStats
 
@@ -52,10 +53,15 @@ class FirecrackerVm(HttpVmm):
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
         exact_footprint_every: float = 30.0,
+        calls: BlockingCalls | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
-            socket_path, proc=proc, timeout=timeout, exact_footprint_every=exact_footprint_every
+            socket_path,
+            proc=proc,
+            timeout=timeout,
+            exact_footprint_every=exact_footprint_every,
+            calls=calls,
         )
         self._clock = clock
         self._stats_enabled = False

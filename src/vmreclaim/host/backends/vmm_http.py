@@ -3,13 +3,14 @@ the balloon statistics both report in the same words.
 
 Both VMMs serve their API on a unix stream socket and speak plain HTTP with JSON bodies, so the
 standard library's http.client does it once `connect()` opens an AF_UNIX socket. Calls are
-blocking and short; the backends run them through `asyncio.to_thread`. One connection a call:
-both servers close idle connections, and a poll a second does not need keep-alive.
+blocking and short; the backends run them on the base's bounded threads (`_in_thread`), with
+the socket's own timeout at twice the bound so that a thread comes back soon after. One
+connection a call: both servers close idle connections, and a poll a second does not need
+keep-alive.
 """
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import socket
@@ -20,6 +21,7 @@ from typing import Any, ClassVar
 from vmreclaim.errors import HostError, VmUnreachableError
 from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, Backend, StatKeys, guest_stats_from
 from vmreclaim.host.backends.process import peer_pid
+from vmreclaim.host.backends.threads import BlockingCalls
 from vmreclaim.host.records import GuestStats
 
 # Cloud Hypervisor's BalloonStats and Firecracker's BalloonStats use the same keys, in bytes.
@@ -159,24 +161,28 @@ class HttpVmm(Backend):
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
         exact_footprint_every: float = 30.0,
+        calls: BlockingCalls | None = None,
     ) -> None:
         super().__init__(
             Path(socket_path).stem,
             proc=proc,
             timeout=timeout,
             exact_footprint_every=exact_footprint_every,
+            calls=calls,
         )
-        self._client = UnixHttpClient(socket_path, timeout=timeout)
+        # Twice the bound: the bound, not the socket, says the VMM hung, and the thread that
+        # waited on the socket still comes back soon after.
+        self._client = UnixHttpClient(socket_path, timeout=2 * timeout)
 
     @property
     def address(self) -> str:
         return f"{self.scheme}:{self._client.socket_path}"
 
     async def _call(self, method: str, path: str, body: object | None = None) -> Response:
-        return await self._bounded(
-            asyncio.to_thread(self._client.call, method, self.api_prefix + path, body),
-            f"{method} {self.api_prefix}{path}",
+        path = self.api_prefix + path
+        return await self._in_thread(
+            lambda: self._client.call(method, path, body), f"{method} {path}"
         )
 
     async def _server_pid(self) -> int:
-        return await self._bounded(asyncio.to_thread(self._client.server_pid), "connecting")
+        return await self._in_thread(self._client.server_pid, "connecting")
