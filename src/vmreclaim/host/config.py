@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,7 +319,10 @@ def _rules(top: _Reader) -> tuple[VmRule, ...]:
 
 
 def load_config(path: Path) -> HostConfig:
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the same parser, published as tomli before it joined the standard library
+        import tomli as tomllib
 
     try:
         with path.open("rb") as file:
