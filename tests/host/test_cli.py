@@ -60,6 +60,11 @@ def test_qemu_qmp_speaks_at_debug_verbosity(tmp_path: Path) -> None:
     assert "Failed to receive Greeting" in done.stderr
 
 
+def test_a_timeout_of_zero_is_a_usage_error(capsys) -> None:
+    assert main(["top", "--once", "--timeout", "0", "--qmp", "/run/vm.qmp"]) == 2
+    assert "--timeout 0" in capsys.readouterr().err
+
+
 def test_top_needs_some_vm(capsys) -> None:
     assert main(["top", "--once"]) == 2
     assert "no VMs to watch" in capsys.readouterr().err

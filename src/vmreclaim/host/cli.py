@@ -185,6 +185,8 @@ def _top(args: argparse.Namespace) -> int:
         )
     if args.json and not args.once:
         raise UsageError("--json prints one snapshot", hint="add --once")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"--timeout {args.timeout:g}: it is a number of seconds above 0")
     # Connection news is for the daemon's log; top shows it in its table or fails with it.
     logging.getLogger("vmreclaim.host.fleet").setLevel(logging.ERROR)
     timeout = args.timeout if args.timeout is not None else default_timeout(args.interval)
