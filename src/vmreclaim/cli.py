@@ -56,8 +56,9 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     logging.basicConfig(level=level, format="vmreclaim: %(message)s", stream=sys.stderr)
     if verbose < 2:
-        # Library chatter (QMP negotiation, asyncio) only at -vv.
-        logging.getLogger("qemu").setLevel(logging.WARNING)
+        # Library chatter only at -vv. qemu.qmp logs every failed connect at ERROR ("Failed to
+        # receive Greeting: CancelledError"), which our own error says better: silence it.
+        logging.getLogger("qemu").setLevel(logging.CRITICAL + 1)
         logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 

@@ -80,3 +80,12 @@ class HostError(VmreclaimError):
 
 class VmUnreachableError(HostError):
     """A VM's control socket cannot be reached, or the VM behind it went away."""
+
+
+class VmHungError(VmUnreachableError):
+    """A VM's hypervisor did not answer one call within its bound: the VMM is stopped, stuck or
+    overloaded. `seconds` is the bound; the fleet reports the VM hung and tries it again later."""
+
+    def __init__(self, message: str, seconds: float, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.seconds = seconds

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from vmreclaim.cli import main
+
+from .silent_socket import silent_socket
 
 
 def test_a_bad_config_names_file_and_key(tmp_path: Path, capsys) -> None:
@@ -34,19 +35,34 @@ def test_an_unreachable_socket_is_an_error(tmp_path: Path, capsys) -> None:
     assert "hint:" in err
 
 
-def test_a_socket_that_is_not_qmp_is_an_error(tmp_path: Path) -> None:
-    path = tmp_path / "silent.sock"
-    with socket.socket(socket.AF_UNIX) as listener:
-        listener.bind(str(path))
-        listener.listen(1)
-        done = subprocess.run(
-            [sys.executable, "-m", "vmreclaim", "top", "--once", "--qmp", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert done.returncode == 1
-    assert "did not answer as a QMP monitor" in done.stderr
+def top_once(socket_path: Path, *verbosity: str) -> subprocess.CompletedProcess[str]:
+    command = ["top", "--once", "--interval", "1", "--qmp", str(socket_path)]
+    return subprocess.run(
+        [sys.executable, "-m", "vmreclaim", *verbosity, *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_socket_that_never_answers_is_reported_hung(tmp_path: Path) -> None:
+    with silent_socket(tmp_path / "silent.sock") as path:
+        done = top_once(path)
+    assert done.returncode == 1  # nothing answered
+    assert "no answer within 0.5 s to the QMP greeting" in done.stderr
+    assert "one client at a time" in done.stderr
+    assert "Greeting:" not in done.stderr  # qemu.qmp's own line ("Failed to receive Greeting")
+
+
+def test_qemu_qmp_speaks_at_debug_verbosity(tmp_path: Path) -> None:
+    with silent_socket(tmp_path / "silent.sock") as path:
+        done = top_once(path, "-vv")
+    assert "Failed to receive Greeting" in done.stderr
+
+
+def test_a_timeout_of_zero_is_a_usage_error(capsys) -> None:
+    assert main(["top", "--once", "--timeout", "0", "--qmp", "/run/vm.qmp"]) == 2
+    assert "--timeout 0" in capsys.readouterr().err
 
 
 def test_top_needs_some_vm(capsys) -> None:

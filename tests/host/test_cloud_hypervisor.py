@@ -11,7 +11,7 @@ import pytest
 
 from tests.host.fake_vmm import MIB, cloud_hypervisor, serve
 from vmreclaim.errors import VmUnreachableError
-from vmreclaim.host.cloud_hypervisor import CloudHypervisorVm, ram_bytes
+from vmreclaim.host.backends.cloud_hypervisor import CloudHypervisorVm, ram_bytes
 from vmreclaim.host.records import VmSample
 
 BALLOON = {"size": 0, "deflate_on_oom": False, "free_page_reporting": True}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.host.fake_vmm import MIB, firecracker, serve
 from vmreclaim.errors import HostError
-from vmreclaim.host.firecracker import FirecrackerVm
+from vmreclaim.host.backends.firecracker import FirecrackerVm
 from vmreclaim.host.records import VmSample
 
 BALLOON = {

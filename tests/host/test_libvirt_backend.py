@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vmreclaim.host.libvirt_backend import (
+from vmreclaim.host.backends.libvirt import (
     balloon_reporting,
     domain_address,
     enable_reporting_xml,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vmreclaim.host.backends.process import FootprintSampler
 from vmreclaim.host.history import track
 from vmreclaim.host.hostmem import read_host_memory
 from vmreclaim.host.metrics import MetricsView, _Collector
-from vmreclaim.host.qemu_backend import FootprintSampler
 from vmreclaim.host.records import VmSample
 from vmreclaim.qemu.footprint import Footprint
 

@@ -303,7 +303,7 @@ def test_freed_guest_memory_leaves_the_domains_qemu(guest: LibvirtGuest) -> None
 
 
 def test_the_balloon_moves_through_the_backend(guest: LibvirtGuest) -> None:
-    from vmreclaim.host.libvirt_backend import LibvirtDomainVm, LibvirtHub
+    from vmreclaim.host.backends.libvirt import LibvirtDomainVm, LibvirtHub
 
     hub = LibvirtHub()
     vm = LibvirtDomainVm(hub, guest.uri, DOMAIN)

@@ -29,9 +29,9 @@ from pathlib import Path
 from types import FrameType
 
 from vmreclaim.errors import VmreclaimError
+from vmreclaim.host.backends.qemu import QemuVm
 from vmreclaim.host.fleet import Fleet
 from vmreclaim.host.hostmem import read_host_memory
-from vmreclaim.host.qemu_backend import QemuVm
 from vmreclaim.lab.qemu_command import find_qemu
 from vmreclaim.qemu.process import set_parent_death_signal
 

@@ -4,11 +4,8 @@
 Layout, I/O at the edges and pure logic in the middle:
 
   records.py        immutable records that cross module boundaries (bytes everywhere)
-  backend.py        the `VmBackend` protocol a hypervisor connection implements
-  qemu_backend.py   QEMU over QMP (the official qemu.qmp library, asyncio)
-  libvirt_backend.py  libvirt domains through libvirt-python (optional extra `libvirt`)
-  cloud_hypervisor.py, firecracker.py  the VMMs with REST APIs on unix sockets (vmm_http.py)
-  process.py        a VMM process's footprint, for the backends that are not QMP
+  backends/         one `VmBackend` per hypervisor (QEMU, libvirt, Cloud Hypervisor,
+                    Firecracker) on one base; see its __init__
   sources.py        what the user named (sockets, URIs) -> addresses -> backends
   launch.py         pure: the options that turn free page reporting on, per hypervisor
   hostmem.py        the host's MemAvailable and memory PSI, from a /proc root
@@ -19,7 +16,6 @@ Layout, I/O at the edges and pure logic in the middle:
   daemon.py         `vmreclaim host run`: the control loop
   metrics.py        Prometheus exposition
   top.py            `vmreclaim top`: rich live view and --once --json
-  bench.py          the cost of polling many paused QEMUs
 
 Host-side libraries (qemu.qmp, rich, prometheus_client, libvirt) are imported lazily, inside
 the modules that need them, so `vmreclaim guest ...` never loads them.

@@ -11,10 +11,25 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vmreclaim.errors import UsageError
+from vmreclaim.errors import HostError, UsageError, VmreclaimError
 
 if TYPE_CHECKING:
+    from vmreclaim.host.fleet import Fleet
     from vmreclaim.host.sources import SourceList
+
+EXIT_SOME_FAILED = 4
+"""`top --once`: some VMs answered, some did not. (1 is "none did", 2 a usage error and 3 a
+missing dependency, as for every command.)"""
+
+_TOP_EPILOG = """\
+exit status of --once:
+  0  every VM answered (or the globs found none)
+  4  some VMs answered and some did not: the snapshot lists each one that did not with its
+     error ("hung": true in the JSON when it gave no answer within --timeout)
+  1  no VM answered; the first one's error is printed (3 when a library it needs, such as
+     libvirt-python, is missing)
+  2  a usage error: bad options or configuration
+"""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Watch VMs through their QMP sockets, libvirt, Cloud Hypervisor or "
         "Firecracker: host footprint, guest used/cache/free, balloon, free page reporting, "
         "memory returned so far.",
+        epilog=_TOP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument(
         "--qmp",
@@ -62,6 +79,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     top.add_argument("--json", action="store_true", help="with --once: one JSON object")
     top.add_argument(
         "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)"
+    )
+    top.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="how long a hypervisor has to answer one call before its VM is reported hung "
+        "(default: half the interval, at most 5)",
     )
     top.add_argument(
         "--wait",
@@ -136,11 +160,10 @@ def _sources(args: argparse.Namespace) -> SourceList:
 
 
 def _top(args: argparse.Namespace) -> int:
-    from vmreclaim.host.config import load_config
+    from vmreclaim.host.config import default_timeout, load_config
     from vmreclaim.host.fleet import Fleet
-    from vmreclaim.host.hostmem import read_host_memory
     from vmreclaim.host.sources import SourceList, VmSources
-    from vmreclaim.host.top import poll_once, run_live, snapshot_json
+    from vmreclaim.host.top import run_live
 
     named = _sources(args)
     sources = named
@@ -162,45 +185,64 @@ def _top(args: argparse.Namespace) -> int:
         )
     if args.json and not args.once:
         raise UsageError("--json prints one snapshot", hint="add --once")
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"--timeout {args.timeout:g}: it is a number of seconds above 0")
     # Connection news is for the daemon's log; top shows it in its table or fails with it.
     logging.getLogger("vmreclaim.host.fleet").setLevel(logging.ERROR)
-    vm_sources = VmSources(sources, proc)
-    fleet = Fleet(sources.qmp, vm_sources.backend, discoverer=vm_sources.discover)
+    timeout = args.timeout if args.timeout is not None else default_timeout(args.interval)
+    vm_sources = VmSources(sources, proc, timeout=timeout)
+    fleet = Fleet(
+        sources.qmp,
+        vm_sources.backend,
+        sample_timeout=2 * timeout + 0.5,
+        discoverer=vm_sources.discover,
+    )
 
-    async def once() -> int:
+    async def run() -> int:
         try:
-            poll = await poll_once(fleet, args.wait)
-            # A socket or URI the user named that does not answer is an error; one a glob
-            # found is reported in the snapshot.
-            for source in named.named():
-                failure = fleet.failure(source)
-                if failure is not None:
-                    raise failure
-        finally:
-            await fleet.close()
-            vm_sources.close()
-        snapshot = snapshot_json(poll, read_host_memory(proc), time.time())
-        if args.json:
-            print(json.dumps(snapshot, indent=2))
-        else:
-            from rich.console import Console
-
-            from vmreclaim.host.top import render_table
-
-            Console().print(render_table(poll, read_host_memory(proc)))
-        return 0
-
-    async def live() -> int:
-        try:
+            if args.once:
+                return await _top_once(fleet, args, proc)
             await run_live(fleet, args.interval, proc)
+            return 0
         finally:
             await fleet.close()
             vm_sources.close()
-        return 0
 
     import asyncio
 
-    return asyncio.run(once() if args.once else live())
+    return asyncio.run(run())
+
+
+async def _top_once(fleet: Fleet, args: argparse.Namespace, proc: Path) -> int:
+    """Print one snapshot of every VM, those that failed included, and say by the exit
+    status whether all, some or none of them answered."""
+    from vmreclaim.host.hostmem import read_host_memory
+    from vmreclaim.host.top import poll_once, render_table, snapshot_json
+
+    poll = await poll_once(fleet, args.wait)
+    host = read_host_memory(proc)
+    if args.json:
+        print(json.dumps(snapshot_json(poll, host, time.time()), indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(render_table(poll, host))
+    if not poll.unreachable:
+        return 0
+    if not poll.vms:
+        # Nothing answered: the first failure is the error, with its hint and exit code.
+        first = poll.unreachable[0]
+        failure = fleet.failure(first.address)
+        if isinstance(failure, VmreclaimError):
+            raise failure
+        raise HostError(f"{first.address}: {first.error}")
+    print(
+        f"vmreclaim: {len(poll.unreachable)} of {len(poll.vms) + len(poll.unreachable)} VMs "
+        "did not answer: "
+        + "; ".join(f"{failure.address}: {failure.error}" for failure in poll.unreachable),
+        file=sys.stderr,
+    )
+    return EXIT_SOME_FAILED
 
 
 def _host_run(args: argparse.Namespace) -> int:
@@ -221,6 +263,7 @@ def _host_run(args: argparse.Namespace) -> int:
     vm_sources = VmSources(
         SourceList(config.qmp, config.libvirt, config.cloud_hypervisor, config.firecracker),
         config.proc,
+        timeout=config.timeout,
     )
     try:
         run_daemon(config, vm_sources.backend, vm_sources.discover)
@@ -244,7 +287,7 @@ def _launch_options(args: argparse.Namespace) -> int:
 
 
 def _libvirt_enable_reporting(args: argparse.Namespace) -> int:
-    from vmreclaim.host.libvirt_backend import enable_reporting
+    from vmreclaim.host.backends.libvirt import enable_reporting
 
     change = enable_reporting(args.uri, args.domain)
     for note in change.notes:

@@ -8,6 +8,9 @@ suffixes ("512M", "2G") or plain byte counts. An example with every key and its 
     cloud_hypervisor = []             # Cloud Hypervisor API sockets (--api-socket), or globs
     firecracker = []                  # Firecracker API sockets (--api-sock), or globs
     interval = 1.0                    # seconds between polls
+    timeout = 0.5                     # seconds a hypervisor has to answer one call; a VM
+                                      # that does not is reported hung (default: half the
+                                      # interval, at most 5)
 
     [metrics]
     address = "127.0.0.1"             # Prometheus exposition; loopback unless you mean it
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +53,12 @@ from vmreclaim.errors import ConfigError, VmreclaimError
 from vmreclaim.units import parse_size
 
 MIB = 1 << 20
+
+
+def default_timeout(interval: float) -> float:
+    """Half the polling interval, at most 5 s: a hung VM costs the cycle no more than half of
+    it, and QMP, libvirt and the REST VMMs answer in milliseconds when they answer at all."""
+    return min(interval / 2, 5.0)
 
 
 @dataclass(frozen=True)
@@ -98,6 +108,8 @@ class HostConfig:
     qmp: tuple[str, ...]
     policy: PolicyConfig
     interval: float = 1.0
+    timeout: float = 0.5
+    """Seconds a hypervisor has to answer one call."""
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9848
     proc: Path = field(default=Path("/proc"))
@@ -116,6 +128,7 @@ _TOP_KEYS = {
     "cloud_hypervisor",
     "firecracker",
     "interval",
+    "timeout",
     "proc",
     "metrics",
     "host",
@@ -249,11 +262,13 @@ def parse_config(data: Mapping[str, Any], path: str) -> HostConfig:
         rules=_rules(top),
     )
     metrics = top.subtable("metrics")
+    interval = _required(top.number("interval", 1.0, low=0.1, high=3600.0))
     return HostConfig(
         path=path,
         qmp=qmp,
         policy=policy,
-        interval=_required(top.number("interval", 1.0, low=0.1, high=3600.0)),
+        interval=interval,
+        timeout=_required(top.number("timeout", default_timeout(interval), low=0.01, high=600.0)),
         metrics_address=_required(metrics.string("address", "127.0.0.1")),
         metrics_port=metrics.integer("port", 9848, low=0, high=65535),
         proc=Path(_required(top.string("proc", "/proc"))),
@@ -304,7 +319,10 @@ def _rules(top: _Reader) -> tuple[VmRule, ...]:
 
 
 def load_config(path: Path) -> HostConfig:
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the same parser, published as tomli before it joined the standard library
+        import tomli as tomllib
 
     try:
         with path.open("rb") as file:

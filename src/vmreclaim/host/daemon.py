@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from vmreclaim.errors import VmreclaimError
-from vmreclaim.host.backend import BackendFactory
+from vmreclaim.host.backends.base import BackendFactory
 from vmreclaim.host.config import HostConfig
 from vmreclaim.host.fleet import Discoverer, Fleet, FleetPoll
 from vmreclaim.host.hostmem import read_host_memory
@@ -39,7 +39,7 @@ def describe(config: HostConfig) -> str:
             )
             if named
         )
-        + f", every {config.interval:g} s; "
+        + f", every {config.interval:g} s, {config.timeout:g} s for a hypervisor to answer; "
         f"keep host MemAvailable >= {format_size(policy.keep_available_bytes)}, grow back "
         f"above {format_size(policy.release_available_bytes)}, memory pressure limit "
         f"{policy.max_memory_pressure}; steps <= {format_size(policy.max_step_bytes)} and "
@@ -66,7 +66,13 @@ class Daemon:
         discoverer: Discoverer | None = None,
     ) -> None:
         self.config = config
-        self.fleet = Fleet(config.qmp, factory, clock=clock, discoverer=discoverer)
+        self.fleet = Fleet(
+            config.qmp,
+            factory,
+            sample_timeout=2 * config.timeout + 0.5,
+            clock=clock,
+            discoverer=discoverer,
+        )
         self.state = PolicyState()
         self.cycles = 0
         self._clock = clock

@@ -4,23 +4,23 @@ Sources are addresses or globs; globs are matched again at every poll, so VMs th
 picked up and VMs whose socket disappears are forgotten. A VM that stops answering (crashed,
 restarted, dropped its monitor) is closed and reconnected with exponential back-off, so a dead
 socket costs one failed connect every `max_backoff` seconds at most. Connects run as background
-tasks: a hung monitor never delays the others' polls.
+tasks, samples concurrently, and every call a backend makes is bounded in time: a hung VM never
+delays the others' polls by more than that bound, and is reported hung.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import glob
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from vmreclaim.errors import VmreclaimError
-from vmreclaim.host.backend import BackendFactory, VmBackend
+from vmreclaim.errors import VmHungError, VmreclaimError
+from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, BackendFactory, VmBackend
 from vmreclaim.host.history import VmHistory, track
-from vmreclaim.host.records import VmObservation
+from vmreclaim.host.records import VmObservation, VmSample
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,21 @@ class _Slot:
 
 
 @dataclass(frozen=True)
+class VmFailure:
+    """A VM that did not answer this poll, and why."""
+
+    address: str
+    error: str
+    hung: bool = False
+    """It did not answer within its time bound (as opposed to refusing or being gone)."""
+
+
+@dataclass(frozen=True)
 class FleetPoll:
     """One poll: the VMs that answered, and why each of the others did not."""
 
     vms: tuple[VmObservation, ...]
-    unreachable: tuple[tuple[str, str], ...] = field(default=())
+    unreachable: tuple[VmFailure, ...] = field(default=())
 
 
 class Fleet:
@@ -70,7 +80,7 @@ class Fleet:
         sources: Sequence[str],
         factory: BackendFactory,
         *,
-        sample_timeout: float = 2.0,
+        sample_timeout: float = 2 * DEFAULT_TIMEOUT + 0.5,
         max_backoff: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -80,6 +90,8 @@ class Fleet:
         self._discoverer = discoverer
         self._factory = factory
         self._sample_timeout = sample_timeout
+        """A backstop: each call a backend makes has its own bound, and a sample makes at
+        most two calls."""
         self._max_backoff = max_backoff
         self._clock = clock
         self._wall_clock = wall_clock
@@ -106,27 +118,39 @@ class Fleet:
         self._collect_connects()
         connected = [slot for slot in self._slots.values() if slot.backend is not None]
         results = await asyncio.gather(
-            *(
-                asyncio.wait_for(slot.backend.sample(), self._sample_timeout)
-                for slot in connected
-                if slot.backend is not None
-            ),
+            *(self._sample(slot.backend) for slot in connected if slot.backend is not None),
             return_exceptions=True,
         )
         observations = []
+        lost = []
         now = self._wall_clock()
         for slot, result in zip(connected, results):
             if isinstance(result, BaseException):
-                await self._lost(slot, result)
+                lost.append(self._lost(slot, result))
                 continue
             slot.history, observation = track(slot.history, result, now)
             observations.append(observation)
+        await asyncio.gather(*lost)  # closing one hung VM must not wait for another's
         unreachable = tuple(
-            (slot.address, slot.error or "connecting")
+            VmFailure(
+                slot.address,
+                slot.error or "connecting",
+                isinstance(slot.exception, VmHungError),
+            )
             for slot in self._slots.values()
             if slot.backend is None
         )
         return FleetPoll(tuple(observations), unreachable)
+
+    async def _sample(self, backend: VmBackend) -> VmSample:
+        try:
+            return await asyncio.wait_for(backend.sample(), self._sample_timeout)
+        except asyncio.TimeoutError as err:  # not the built-in TimeoutError before 3.11
+            raise VmHungError(
+                f"{backend.name}: no answer within {self._sample_timeout:.1f} s to a poll "
+                f"({backend.address})",
+                self._sample_timeout,
+            ) from err
 
     async def _refresh(self) -> None:
         """Match the sources again: forget what vanished, start connects that are due."""
@@ -134,10 +158,10 @@ class Fleet:
             addresses = await self._discoverer(self.sources)
         else:
             addresses = discover(self.sources)
-        for address in list(self._slots):
-            if address not in addresses:
-                log.info("%s is gone: forgetting it", address)
-                await self._forget(self._slots.pop(address))
+        gone = [address for address in self._slots if address not in addresses]
+        for address in gone:
+            log.info("%s is gone: forgetting it", address)
+        await asyncio.gather(*(self._forget(self._slots.pop(address)) for address in gone))
         now = self._clock()
         for address in addresses:
             slot = self._slots.setdefault(address, _Slot(address))
@@ -192,17 +216,21 @@ class Fleet:
         # A restarting VM makes a new socket within a second or two: try again soon.
         slot.failures = 1
         slot.error = reason
+        slot.exception = error
         slot.retry_at = self._clock() + 1.0
 
     async def _forget(self, slot: _Slot) -> None:
-        if slot.connecting is not None:
-            slot.connecting.cancel()
-            with contextlib.suppress(BaseException):
-                await slot.connecting
+        task, slot.connecting = slot.connecting, None
+        if task is not None:
+            task.cancel()
+            # asyncio.wait, unlike awaiting the task, neither raises its error nor swallows a
+            # cancellation of ours: Ctrl-C, SIGTERM and a cancelled caller go on up.
+            await asyncio.wait([task])
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("%s: connect ended with %r", slot.address, task.exception())
         if slot.backend is not None:
             await slot.backend.close()
 
     async def close(self) -> None:
-        for slot in self._slots.values():
-            await self._forget(slot)
-        self._slots.clear()
+        slots, self._slots = list(self._slots.values()), {}
+        await asyncio.gather(*(self._forget(slot) for slot in slots))

@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmreclaim.errors import HostError
-from vmreclaim.host.backend import VmBackend
+from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, VmBackend
+from vmreclaim.host.backends.threads import BlockingCalls
 from vmreclaim.host.fleet import discover
 from vmreclaim.host.records import VmSample
 
 if TYPE_CHECKING:
-    from vmreclaim.host.libvirt_backend import LibvirtHub
+    from vmreclaim.host.backends.libvirt import LibvirtHub
 
 CLOUD_HYPERVISOR = "cloud-hypervisor:"
 FIRECRACKER = "firecracker:"
@@ -43,16 +44,6 @@ class SourceList:
 
     def __bool__(self) -> bool:
         return bool(self.qmp or self.libvirt or self.cloud_hypervisor or self.firecracker)
-
-    def named(self) -> list[str]:
-        """The addresses of what was named literally: each must answer in a one-shot."""
-        literal = [source for source in self.qmp if discover([source]) == [source]]
-        literal += [f"libvirt:{uri}" for uri in self.libvirt]
-        literal += [
-            CLOUD_HYPERVISOR + path for path in self.cloud_hypervisor if discover([path]) == [path]
-        ]
-        literal += [FIRECRACKER + path for path in self.firecracker if discover([path]) == [path]]
-        return literal
 
 
 class _Failed:
@@ -84,19 +75,26 @@ class _Failed:
 
 
 class VmSources:
-    """Discovery and backends for a `SourceList`. Owns the libvirt connections: close it."""
+    """Discovery and backends for a `SourceList`. Owns the libvirt connections and the threads
+    of blocking calls, shared by every backend so that a VM stuck in a call gets no second
+    thread when it is reconnected: close it."""
 
-    def __init__(self, sources: SourceList, proc: Path = Path("/proc")) -> None:
+    def __init__(
+        self, sources: SourceList, proc: Path = Path("/proc"), *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         self.sources = sources
         self._proc = proc
+        self.timeout = timeout
+        """Seconds a hypervisor has to answer one call."""
+        self._calls = BlockingCalls()
         self._libvirt_failures: dict[str, HostError] = {}
         self._hub: LibvirtHub | None = None
 
     def _libvirt_hub(self) -> LibvirtHub:
         if self._hub is None:
-            from vmreclaim.host.libvirt_backend import LibvirtHub
+            from vmreclaim.host.backends.libvirt import LibvirtHub
 
-            self._hub = LibvirtHub()
+            self._hub = LibvirtHub(calls=self._calls, timeout=self.timeout)
         return self._hub
 
     async def discover(self, _sources: Sequence[str] = ()) -> list[str]:
@@ -113,24 +111,36 @@ class VmSources:
 
     def backend(self, address: str) -> VmBackend:
         if address.startswith(CLOUD_HYPERVISOR):
-            from vmreclaim.host.cloud_hypervisor import CloudHypervisorVm
+            from vmreclaim.host.backends.cloud_hypervisor import CloudHypervisorVm
 
-            return CloudHypervisorVm(address.removeprefix(CLOUD_HYPERVISOR), proc=self._proc)
+            return CloudHypervisorVm(
+                address.removeprefix(CLOUD_HYPERVISOR),
+                proc=self._proc,
+                timeout=self.timeout,
+                calls=self._calls,
+            )
         if address.startswith(FIRECRACKER):
-            from vmreclaim.host.firecracker import FirecrackerVm
+            from vmreclaim.host.backends.firecracker import FirecrackerVm
 
-            return FirecrackerVm(address.removeprefix(FIRECRACKER), proc=self._proc)
+            return FirecrackerVm(
+                address.removeprefix(FIRECRACKER),
+                proc=self._proc,
+                timeout=self.timeout,
+                calls=self._calls,
+            )
         if address.startswith("libvirt:"):
-            from vmreclaim.host.libvirt_backend import LibvirtDomainVm, split_address
+            from vmreclaim.host.backends.libvirt import LibvirtDomainVm, split_address
 
             uri, name = split_address(address)
             if name is None:
                 error = self._libvirt_failures.get(uri) or HostError(f"{uri}: not listed yet")
                 return _Failed(address, error)
-            return LibvirtDomainVm(self._libvirt_hub(), uri, name, proc=self._proc)
-        from vmreclaim.host.qemu_backend import QemuVm
+            return LibvirtDomainVm(
+                self._libvirt_hub(), uri, name, proc=self._proc, timeout=self.timeout
+            )
+        from vmreclaim.host.backends.qemu import QemuVm
 
-        return QemuVm(address, proc=self._proc)
+        return QemuVm(address, proc=self._proc, timeout=self.timeout)
 
     def close(self) -> None:
         if self._hub is not None:

@@ -70,7 +70,8 @@ def snapshot_json(poll: FleetPoll, host: HostMemory | None, now: float) -> dict[
         },
         "vms": [vm_json(vm) for vm in poll.vms],
         "unreachable": [
-            {"address": address, "error": error} for address, error in poll.unreachable
+            {"address": failure.address, "error": failure.error, "hung": failure.hung}
+            for failure in poll.unreachable
         ],
     }
 
@@ -133,8 +134,11 @@ def render_table(poll: FleetPoll, host: HostMemory | None) -> Table:
             _size(vm.returned_bytes),
             sparkline(vm.trend),
         )
-    for address, error in poll.unreachable:
-        table.add_row(f"[red]{address}[/red]", "", "", "", "", "", "", "", "", error[:60])
+    for failure in poll.unreachable:
+        state = "hung" if failure.hung else "unreachable"
+        table.add_row(
+            f"[red]{failure.address}[/red]", state, "", "", "", "", "", "", "", failure.error[:60]
+        )
     return table
 
 

@@ -3,13 +3,14 @@ the balloon statistics both report in the same words.
 
 Both VMMs serve their API on a unix stream socket and speak plain HTTP with JSON bodies, so the
 standard library's http.client does it once `connect()` opens an AF_UNIX socket. Calls are
-blocking and short; the backends run them through `asyncio.to_thread`. One connection a call:
-both servers close idle connections, and a poll a second does not need keep-alive.
+blocking and short; the backends run them on the base's bounded threads (`_in_thread`), with
+the socket's own timeout at twice the bound so that a thread comes back soon after. One
+connection a call: both servers close idle connections, and a poll a second does not need
+keep-alive.
 """
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import socket
@@ -18,9 +19,20 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from vmreclaim.errors import HostError, VmUnreachableError
-from vmreclaim.host.process import sample_footprint
-from vmreclaim.host.qemu_backend import FootprintSampler, peer_pid
-from vmreclaim.host.records import BalloonState, GuestStats, VmSample
+from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, Backend, StatKeys, guest_stats_from
+from vmreclaim.host.backends.process import peer_pid
+from vmreclaim.host.backends.threads import BlockingCalls
+from vmreclaim.host.records import GuestStats
+
+# Cloud Hypervisor's BalloonStats and Firecracker's BalloonStats use the same keys, in bytes.
+_STAT_KEYS = StatKeys(
+    total="total_memory",
+    free="free_memory",
+    available="available_memory",
+    cache="disk_caches",
+    major_faults="major_faults",
+    minor_faults="minor_faults",
+)
 
 
 class VmmApiError(HostError):
@@ -62,7 +74,7 @@ class Response:
 class UnixHttpClient:
     """Blocking JSON calls to an HTTP server on a unix socket."""
 
-    def __init__(self, socket_path: Path | str, *, timeout: float = 5.0) -> None:
+    def __init__(self, socket_path: Path | str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.socket_path = Path(socket_path)
         self.timeout = timeout
 
@@ -126,34 +138,17 @@ def _fault(text: str) -> str:
     return text[:500]
 
 
-def _byte_count(stats: dict[str, Any], key: str) -> int | None:
-    value = stats.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
-
-
 def guest_stats(stats: Any, updated_at: float) -> GuestStats | None:
-    """The virtio-balloon statistics as both VMMs name them (bytes, and fault counts): Cloud
-    Hypervisor's BalloonStats and Firecracker's BalloonStats use the same keys. A statistic the
-    guest never sent is missing from the JSON and becomes None."""
+    """The virtio-balloon statistics as both VMMs name them. A statistic the guest never sent
+    is missing from the JSON and becomes None."""
     if not isinstance(stats, dict):
         return None
-    return GuestStats(
-        updated_at=updated_at,
-        total_bytes=_byte_count(stats, "total_memory"),
-        free_bytes=_byte_count(stats, "free_memory"),
-        available_bytes=_byte_count(stats, "available_memory"),
-        cache_bytes=_byte_count(stats, "disk_caches"),
-        major_faults=_byte_count(stats, "major_faults"),
-        minor_faults=_byte_count(stats, "minor_faults"),
-    )
+    return guest_stats_from(stats, _STAT_KEYS, updated_at)
 
 
-class HttpVmm:
-    """What the backends of VMMs with a REST API on a unix socket share: the client, the
-    address, the VM's name (the socket's stem until the VMM says better), its process (from
-    the socket's peer credentials) and footprint sampler, and its RAM once known."""
+class HttpVmm(Backend):
+    """What the backends of VMMs with a REST API on a unix socket share besides the base: the
+    client, the address, and the VMM's process from the socket's peer credentials."""
 
     scheme: ClassVar[str]
     """The address prefix, e.g. "firecracker"."""
@@ -164,54 +159,30 @@ class HttpVmm:
         socket_path: Path | str,
         *,
         proc: Path = Path("/proc"),
-        timeout: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
         exact_footprint_every: float = 30.0,
+        calls: BlockingCalls | None = None,
     ) -> None:
-        self._client = UnixHttpClient(socket_path, timeout=timeout)
-        self._proc = proc
-        self._exact_footprint_every = exact_footprint_every
-        self._name = Path(socket_path).stem
-        self.pid: int | None = None
-        self._ram_bytes: int | None = None
-        self._has_balloon = False
-        self._reporting: bool | None = None
-        self._footprint: FootprintSampler | None = None
+        super().__init__(
+            Path(socket_path).stem,
+            proc=proc,
+            timeout=timeout,
+            exact_footprint_every=exact_footprint_every,
+            calls=calls,
+        )
+        # Twice the bound: the bound, not the socket, says the VMM hung, and the thread that
+        # waited on the socket still comes back soon after.
+        self._client = UnixHttpClient(socket_path, timeout=2 * timeout)
 
     @property
     def address(self) -> str:
         return f"{self.scheme}:{self._client.socket_path}"
 
-    @property
-    def name(self) -> str:
-        return self._name
-
     async def _call(self, method: str, path: str, body: object | None = None) -> Response:
-        return await asyncio.to_thread(self._client.call, method, self.api_prefix + path, body)
-
-    def _start_footprint(self) -> None:
-        """Once the process and the RAM are known (at the end of `connect`)."""
-        if self.pid is None:
-            raise HostError(f"{self._name}: the VMM's process is not known")
-        self._footprint = FootprintSampler(
-            self.pid, self._ram_bytes, self._proc, exact_every=self._exact_footprint_every
+        path = self.api_prefix + path
+        return await self._in_thread(
+            lambda: self._client.call(method, path, body), f"{method} {path}"
         )
 
-    def _sample(self, balloon: BalloonState | None, guest: GuestStats | None) -> VmSample:
-        """This VM's sample around what its API said, with the footprint read now."""
-        return VmSample(
-            name=self._name,
-            address=self.address,
-            pid=self.pid,
-            footprint=sample_footprint(self._footprint, self._name, self.pid),
-            balloon=balloon,
-            guest=guest,
-        )
-
-    def _balloon_bytes(self, guest_bytes: int) -> int:
-        """The balloon size that leaves the guest `guest_bytes`, or why there is none."""
-        if self._ram_bytes is None or not self._has_balloon:
-            raise HostError(f"{self._name}: no balloon device to set")
-        return max(0, self._ram_bytes - guest_bytes)
-
-    async def close(self) -> None:
-        """Nothing to release: every call opens and closes its own connection."""
+    async def _server_pid(self) -> int:
+        return await self._in_thread(self._client.server_pid, "connecting")

@@ -1,10 +1,15 @@
 """libvirt domains through libvirt-python (the optional `libvirt` extra), one backend a domain.
 
 A libvirt URI (`qemu:///system`, `qemu+ssh://host/system`) stands for every running domain on
-it: `LibvirtHub` keeps one connection a URI (libvirt connections are thread-safe, and every
-call runs in a worker thread through asyncio.to_thread) and lists the running domains at each
-poll, so domains that start are picked up and domains that stop are forgotten. A domain's
-address is `libvirt:URI#NAME`.
+it: `LibvirtHub` keeps one connection a URI (libvirt connections are thread-safe) and lists the
+running domains at each poll, so domains that start are picked up and domains that stop are
+forgotten. A domain's address is `libvirt:URI#NAME`.
+
+libvirt-python blocks, and a call on a stuck domain or libvirtd blocks for as long as libvirtd
+waits (its QEMU job lock gives up after 30 s; a remote URI over a dead network, longer). Every
+call therefore runs on the base's bounded threads (threads.py), keyed by the domain (listing
+and opening by the URI): a stuck domain is reported hung after the bound and keeps at most one
+thread, and a stuck URI blocks only its own domains (one lock a URI, not one for all).
 
 What comes from where:
 - RAM: `virDomainGetMaxMemory` (KiB); balloon: `virDomainMemoryStats` `actual` (KiB); guest
@@ -34,10 +39,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from vmreclaim.errors import HostError, MissingDependencyError, UsageError, VmUnreachableError
-from vmreclaim.host.process import sample_footprint
-from vmreclaim.host.qemu_backend import FootprintSampler
-from vmreclaim.host.records import BalloonState, GuestStats, VmSample
+from vmreclaim.errors import (
+    HostError,
+    MissingDependencyError,
+    UsageError,
+    VmHungError,
+    VmUnreachableError,
+)
+from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, Backend, StatKeys, guest_stats_from
+from vmreclaim.host.backends.threads import BlockingCalls
+from vmreclaim.host.records import BalloonState, GuestStats
 
 if TYPE_CHECKING:
     import libvirt
@@ -46,6 +57,15 @@ log = logging.getLogger(__name__)
 
 KIB = 1024
 PREFIX = "libvirt:"
+_STAT_KEYS = StatKeys(
+    total="available",  # VIR_DOMAIN_MEMORY_STAT_AVAILABLE: the guest's total
+    free="unused",
+    available="usable",  # VIR_DOMAIN_MEMORY_STAT_USABLE: MemAvailable
+    cache="disk_caches",
+    major_faults="major_fault",
+    minor_faults="minor_fault",
+    amount_unit=KIB,
+)
 
 
 class LibvirtError(HostError):
@@ -143,24 +163,7 @@ def guest_stats(stats: dict[str, int]) -> GuestStats | None:
     `last_update`). Amounts arrive in KiB."""
     if "last_update" not in stats:
         return None
-
-    def kib(key: str) -> int | None:
-        value = stats.get(key)
-        return value * KIB if isinstance(value, int) and value >= 0 else None
-
-    def count(key: str) -> int | None:
-        value = stats.get(key)
-        return value if isinstance(value, int) and value >= 0 else None
-
-    return GuestStats(
-        updated_at=float(stats["last_update"]),
-        total_bytes=kib("available"),  # VIR_DOMAIN_MEMORY_STAT_AVAILABLE: the guest's total
-        free_bytes=kib("unused"),
-        available_bytes=kib("usable"),  # VIR_DOMAIN_MEMORY_STAT_USABLE: MemAvailable
-        cache_bytes=kib("disk_caches"),
-        major_faults=count("major_fault"),
-        minor_faults=count("minor_fault"),
-    )
+    return guest_stats_from(stats, _STAT_KEYS, float(stats["last_update"]))
 
 
 # -- addresses and processes -----------------------------------------------------------------
@@ -209,14 +212,24 @@ class LibvirtHub:
     """One libvirt connection a URI, shared by every domain on it; opened on first use and
     again when it dies (libvirtd restarted)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, calls: BlockingCalls | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
+        self.calls = calls or BlockingCalls()
+        self.timeout = timeout
         self._connections: dict[str, libvirt.virConnect] = {}
-        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self._listed: dict[str, list[str]] = {}
+
+    def _lock(self, uri: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(uri, threading.Lock())
 
     def connection(self, uri: str) -> libvirt.virConnect:
         """Blocking: call it from a worker thread."""
         libvirt = import_libvirt()
-        with self._lock:
+        with self._lock(uri):
             existing = self._connections.get(uri)
             if existing is not None:
                 with contextlib.suppress(libvirt.libvirtError):
@@ -247,28 +260,49 @@ class LibvirtHub:
 
     async def discover(self, uris: list[str]) -> tuple[list[str], dict[str, HostError]]:
         """Addresses of every running domain on these URIs, and why each URI that could not be
-        listed failed."""
+        listed failed. The URIs are listed at once, each within the timeout; a URI that hangs
+        keeps the domains it last listed, which then answer, or are reported hung, one by one."""
+
+        async def listing(uri: str) -> list[str]:
+            return await self.calls.run(
+                PREFIX + uri,
+                lambda: self.running_domains(uri),
+                timeout=self.timeout,
+                what="listing the domains",
+            )
+
+        results = await asyncio.gather(*(listing(uri) for uri in uris), return_exceptions=True)
         addresses: list[str] = []
         failures: dict[str, HostError] = {}
-        for uri in uris:
-            try:
-                names = await asyncio.to_thread(self.running_domains, uri)
-            except HostError as err:
-                failures[uri] = err
-                continue
+        for uri, result in zip(uris, results):
+            if isinstance(result, HostError):
+                failures[uri] = result
+                names = self._listed.get(uri, []) if isinstance(result, VmHungError) else []
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                names = self._listed[uri] = result
             addresses += [domain_address(uri, name) for name in names]
         return addresses, failures
 
     def close(self) -> None:
+        """Close every connection; one that is stuck in a call is left to the process's exit
+        (a daemon thread closes them, and is waited for at most the timeout)."""
+        closer = threading.Thread(target=self._close_all, name="vmreclaim-libvirt-close")
+        closer.daemon = True
+        closer.start()
+        closer.join(self.timeout)
+
+    def _close_all(self) -> None:
         libvirt = import_libvirt()
-        with self._lock:
-            for connection in self._connections.values():
+        for uri, connection in list(self._connections.items()):
+            with self._lock(uri):
                 with contextlib.suppress(libvirt.libvirtError):
                     connection.close()
-            self._connections.clear()
+                self._connections.pop(uri, None)
 
 
-class LibvirtDomainVm:
+class LibvirtDomainVm(Backend):
     """A `VmBackend` for one running libvirt domain."""
 
     def __init__(
@@ -278,34 +312,30 @@ class LibvirtDomainVm:
         name: str,
         *,
         proc: Path = Path("/proc"),
+        timeout: float = DEFAULT_TIMEOUT,
         stats_period: int = 1,
         exact_footprint_every: float = 30.0,
     ) -> None:
+        super().__init__(
+            name,
+            proc=proc,
+            timeout=timeout,
+            exact_footprint_every=exact_footprint_every,
+            calls=hub.calls,
+        )
         self._hub = hub
         self.uri = uri
-        self._name = name
-        self._proc = proc
         self._stats_period = stats_period
-        self._exact_footprint_every = exact_footprint_every
         self._domain: libvirt.virDomain | None = None
-        self.pid: int | None = None
-        self._ram_bytes: int | None = None
-        self._reporting: bool | None = None
-        self._has_balloon = False
-        self._footprint: FootprintSampler | None = None
 
     @property
     def address(self) -> str:
         return domain_address(self.uri, self._name)
 
-    @property
-    def name(self) -> str:
-        return self._name
+    async def _connect(self) -> None:
+        await self._in_thread(self._connect_blocking, "connecting")
 
-    async def connect(self) -> None:
-        await asyncio.to_thread(self._connect)
-
-    def _connect(self) -> None:
+    def _connect_blocking(self) -> None:
         libvirt = import_libvirt()
         what = f"domain {self._name} on {self.uri}"
         try:
@@ -326,24 +356,15 @@ class LibvirtDomainVm:
             log.warning("%s: no virtio memballoon; only the footprint is watched", what)
         self._domain = domain
         self.pid = qemu_pid(self.uri, self._name, self._proc)
-        if self.pid is not None:
-            self._footprint = FootprintSampler(
-                self.pid, self._ram_bytes, self._proc, exact_every=self._exact_footprint_every
-            )
 
-    async def sample(self) -> VmSample:
-        stats = await asyncio.to_thread(self._memory_stats)
+    async def _read_balloon(self) -> tuple[BalloonState | None, GuestStats | None]:
+        stats = await self._in_thread(self._memory_stats, "memoryStats")
+        if not self._has_balloon or self._ram_bytes is None:
+            return None, None
         balloon = None
-        if self._has_balloon and self._ram_bytes is not None and "actual" in stats:
+        if "actual" in stats:
             balloon = BalloonState(self._ram_bytes, stats["actual"] * KIB, self._reporting)
-        return VmSample(
-            name=self._name,
-            address=self.address,
-            pid=self.pid,
-            footprint=sample_footprint(self._footprint, self._name, self.pid),
-            balloon=balloon,
-            guest=guest_stats(stats) if self._has_balloon else None,
-        )
+        return balloon, guest_stats(stats)
 
     def _memory_stats(self) -> dict[str, int]:
         libvirt = import_libvirt()
@@ -359,8 +380,8 @@ class LibvirtDomainVm:
             raise VmUnreachableError(f"{self.address}: not connected")
         return self._domain
 
-    async def set_balloon_target(self, guest_bytes: int) -> None:
-        await asyncio.to_thread(self._set_memory, guest_bytes)
+    async def _set_balloon(self, guest_bytes: int) -> None:
+        await self._in_thread(lambda: self._set_memory(guest_bytes), "setMemoryFlags")
 
     def _set_memory(self, guest_bytes: int) -> None:
         libvirt = import_libvirt()

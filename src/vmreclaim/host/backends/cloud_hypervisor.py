@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from vmreclaim.errors import HostError
-from vmreclaim.host.records import BalloonState, GuestStats, VmSample
-from vmreclaim.host.vmm_http import HttpVmm, VmmApiError, guest_stats
+from vmreclaim.host.backends.base import DEFAULT_TIMEOUT
+from vmreclaim.host.backends.threads import BlockingCalls
+from vmreclaim.host.backends.vmm_http import HttpVmm, VmmApiError, guest_stats
+from vmreclaim.host.records import BalloonState, GuestStats
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +66,23 @@ class CloudHypervisorVm(HttpVmm):
         socket_path: Path | str,
         *,
         proc: Path = Path("/proc"),
-        timeout: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
         exact_footprint_every: float = 30.0,
+        calls: BlockingCalls | None = None,
     ) -> None:
         super().__init__(
-            socket_path, proc=proc, timeout=timeout, exact_footprint_every=exact_footprint_every
+            socket_path,
+            proc=proc,
+            timeout=timeout,
+            exact_footprint_every=exact_footprint_every,
+            calls=calls,
         )
         self._stats_supported = True
 
-    async def connect(self) -> None:
+    async def _connect(self) -> None:
         ping = (await self._call("GET", "/vmm.ping")).body
         pid = ping.get("pid") if isinstance(ping, dict) else None
-        self.pid = pid if isinstance(pid, int) and pid > 0 else self._client.server_pid()
+        self.pid = pid if isinstance(pid, int) and pid > 0 else await self._server_pid()
         info = await self._info()
         config = info.get("config") or {}
         self._ram_bytes = ram_bytes(config)
@@ -85,10 +92,6 @@ class CloudHypervisorVm(HttpVmm):
             self._reporting = bool(balloon.get("free_page_reporting", False))
         else:
             log.warning("%s: no balloon device (--balloon); only the footprint is watched", self)
-        self._start_footprint()
-
-    def __str__(self) -> str:
-        return self._name
 
     async def _info(self) -> dict[str, Any]:
         info = (await self._call("GET", "/vm.info")).body
@@ -111,7 +114,7 @@ class CloudHypervisorVm(HttpVmm):
             raise
         return body if isinstance(body, dict) else None
 
-    async def sample(self) -> VmSample:
+    async def _read_balloon(self) -> tuple[BalloonState | None, GuestStats | None]:
         info = await self._info()  # also the liveness check
         balloon = None
         guest: GuestStats | None = None
@@ -127,8 +130,8 @@ class CloudHypervisorVm(HttpVmm):
                 updated_ms = stats.get("last_update")
                 updated = updated_ms / 1000 if isinstance(updated_ms, int) else time.time()
                 guest = guest_stats(stats.get("stats"), updated)
-        return self._sample(balloon, guest)
+        return balloon, guest
 
-    async def set_balloon_target(self, guest_bytes: int) -> None:
-        balloon = self._balloon_bytes(guest_bytes)
+    async def _set_balloon(self, guest_bytes: int) -> None:
+        balloon = self._balloon_size(guest_bytes)
         await self._call("PUT", "/vm.resize", {"desired_balloon": balloon})

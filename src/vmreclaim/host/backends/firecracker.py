@@ -24,15 +24,16 @@ packaged for the project's machines.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vmreclaim.host.records import BalloonState, GuestStats, VmSample
-from vmreclaim.host.vmm_http import HttpVmm, VmmApiError, guest_stats
+from vmreclaim.host.backends.base import DEFAULT_TIMEOUT
+from vmreclaim.host.backends.threads import BlockingCalls
+from vmreclaim.host.backends.vmm_http import HttpVmm, VmmApiError, guest_stats
+from vmreclaim.host.records import BalloonState, GuestStats
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +51,23 @@ class FirecrackerVm(HttpVmm):
         socket_path: Path | str,
         *,
         proc: Path = Path("/proc"),
-        timeout: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
         exact_footprint_every: float = 30.0,
+        calls: BlockingCalls | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
-            socket_path, proc=proc, timeout=timeout, exact_footprint_every=exact_footprint_every
+            socket_path,
+            proc=proc,
+            timeout=timeout,
+            exact_footprint_every=exact_footprint_every,
+            calls=calls,
         )
         self._clock = clock
         self._stats_enabled = False
 
-    async def connect(self) -> None:
-        self.pid = await asyncio.to_thread(self._client.server_pid)
+    async def _connect(self) -> None:
+        self.pid = await self._server_pid()
         instance = (await self._call("GET", "/")).body
         if isinstance(instance, dict) and instance.get("id"):
             self._name = str(instance["id"])
@@ -82,7 +88,6 @@ class FirecrackerVm(HttpVmm):
                     "only be turned on before boot",
                     self._name,
                 )
-        self._start_footprint()
 
     async def _balloon_config(self) -> dict[str, Any] | None:
         try:
@@ -103,7 +108,7 @@ class FirecrackerVm(HttpVmm):
             raise
         return body if isinstance(body, dict) else None
 
-    async def sample(self) -> VmSample:
+    async def _read_balloon(self) -> tuple[BalloonState | None, GuestStats | None]:
         balloon = None
         guest: GuestStats | None = None
         if self._has_balloon and self._ram_bytes is not None:
@@ -124,9 +129,9 @@ class FirecrackerVm(HttpVmm):
             )
         else:
             await self._call("GET", "/")  # the liveness check
-        return self._sample(balloon, guest)
+        return balloon, guest
 
-    async def set_balloon_target(self, guest_bytes: int) -> None:
+    async def _set_balloon(self, guest_bytes: int) -> None:
         # Round the balloon down: the guest keeps at least what it was given.
-        amount_mib = self._balloon_bytes(guest_bytes) // MIB
+        amount_mib = self._balloon_size(guest_bytes) // MIB
         await self._call("PATCH", "/balloon", {"amount_mib": amount_mib})
