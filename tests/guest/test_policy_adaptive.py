@@ -342,6 +342,28 @@ def test_files_written_and_unread_past_the_age_are_dropped_but_younger_ones_wait
     assert _tick_with_written(driver, young).drop_written_before is None
 
 
+def test_busy_compaction_waits_for_files_still_due_for_drop_behind_then_follows_the_last(sim):
+    """95 MiB unreportable while a writer's files keep coming: each drop would leave new small
+    blocks. On the tick of the last drop, nothing waits any more: compact right after it."""
+    sim.set_cache(inactive=0)  # no memory.reclaim steps: only drop-behind frees
+    _fragment(sim, 20000)
+    driver = PolicyDriver(sim, ADAPTIVE)
+    start = sim.now
+    first, last = WrittenFile(start - 1, 64 * MIB), WrittenFile(start + 8, 64 * MIB)
+    decisions = []
+    for _ in range(6):  # ticks at 0-10 s: the first file waits, is dropped at 10 s
+        decisions.append(_tick_with_written(driver, first, *([last] if sim.now >= last[0] else [])))
+        sim.advance(2, BUSY)
+    assert not any(d.compact for d in decisions)
+    assert decisions[-1].drop_written_before is not None
+    decisions = []
+    for _ in range(5):  # ticks at 12-20 s: the last file is dropped at 20 s
+        decisions.append(_tick_with_written(driver, last))
+        sim.advance(2, BUSY)
+    assert [d.compact for d in decisions] == [False, False, False, False, True]
+    assert decisions[-1].drop_written_before is not None
+
+
 def test_a_few_small_files_are_not_worth_a_drop(sim):
     driver = PolicyDriver(sim, ADAPTIVE)
     driver.run(4, busy_ratio=BUSY)

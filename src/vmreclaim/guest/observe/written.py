@@ -29,6 +29,10 @@ class WrittenOnce:
     watched: tuple[str, ...]
     overflowed: bool = False
 
+    @property
+    def size_bytes(self) -> int:
+        return sum(file.size_bytes for file in self.files)
+
     def closed_before(self, timestamp: float) -> tuple[int, int]:
         """(files, bytes) of those closed before `timestamp` and not read since."""
         old = [file.size_bytes for file in self.files if file.closed_at < timestamp]

@@ -41,10 +41,11 @@ Control law, once per tick (dt seconds since the previous one):
    return) is large, at most every compact_interval_s. A compaction that did not shrink it by
    compact_min_bytes is retried at doubling intervals (up to compact_max_interval_s) until one
    helps or fragmentation grows past what it left. Busy, and while the agent is still freeing
-   cache (it reclaimed, dropped or split within compact_settle_s), the amount must pass
-   busy_compact_min_bytes instead: a pass takes its CPU from the workload whatever it finds
-   (under pgbench, compaction was half of the agent's CPU and one pass moved 18 MiB for it),
-   and the next drop leaves new small blocks. Once the freeing settles, one pass takes them all.
+   cache (files written are waiting for drop-behind, or it reclaimed or split within
+   compact_settle_s), the amount must pass busy_compact_min_bytes instead: a pass takes its
+   CPU from the workload whatever it finds (under pgbench, compaction was half of the agent's
+   CPU and one pass moved 18 MiB for it), and the next drop leaves new small blocks. Once the
+   freeing settles, one pass takes them all: on the tick of the last drop, right after it.
 9. Huge pages that processes partly freed hold their free part until the deferred split
    shrinker runs, which the kernel does under memory pressure only. When they hold more than
    thp_split_min_bytes, split them (busy or idle: it costs no page cache, see
@@ -135,7 +136,8 @@ class AdaptiveConfig:
     compact_max_interval_s: float = 600.0
     # Busy and still freeing cache: compact only past this much unreportable free memory...
     busy_compact_min_bytes: int = 128 << 20
-    # ... until the agent has freed nothing for this long (three 2 s ticks).
+    # ... until no file waits for drop-behind and the agent has reclaimed nothing for this
+    # long (three 2 s ticks).
     compact_settle_s: float = 6.0
     # Split partly freed huge pages when they hold more than this (step 9). Seen in a 2 GiB
     # lab guest: 1 GiB touched then released in sub-2 MiB ranges held 958 MiB this way.
@@ -193,7 +195,7 @@ class AdaptiveState:
     paused_until: float | None = None
     last_reclaim_at: float | None = None
     last_compact_at: float | None = None
-    last_freed_at: float | None = None  # the agent last reclaimed, dropped or split (step 8)
+    last_freed_at: float | None = None  # the agent last reclaimed or split (step 8)
     # Unreportable free memory just before the last compaction and on the first tick after it,
     # and how many compactions in a row did not shrink it by compact_min_bytes.
     compact_before_bytes: int | None = None
@@ -472,8 +474,8 @@ def decide(
     )
     if last is None or now <= last.timestamp:
         return no_action("first sample: measuring"), state
-    drop_before, dropping, drop_why = _drop_behind(obs, config)
-    decision, state = _decide_reclaim(obs, config, state, last, dropping)
+    drop_before, dropping, waiting, drop_why = _drop_behind(obs, config)
+    decision, state = _decide_reclaim(obs, config, state, last, dropping=dropping, waiting=waiting)
     if drop_before is not None:
         decision = dataclasses.replace(
             decision, drop_written_before=drop_before, drop_reason=drop_why
@@ -481,25 +483,34 @@ def decide(
     return decision, state
 
 
-def _drop_behind(obs: Observation, config: AdaptiveConfig) -> tuple[float | None, int, str]:
-    """(drop the files closed before this time, or None; what they hold; why): step 10."""
+def _drop_behind(obs: Observation, config: AdaptiveConfig) -> tuple[float | None, int, int, str]:
+    """(drop the files closed before this time, or None; what they hold; what files closed
+    since hold, still waiting; why): step 10."""
     written = obs.written
     if written is None or config.drop_behind_age_s <= 0:
-        return None, 0, ""
+        return None, 0, 0, ""
     before = obs.timestamp - config.drop_behind_age_s
     files, size = written.closed_before(before)
+    waiting = written.size_bytes - size
     if size < config.drop_behind_min_bytes:
-        return None, 0, ""
+        return None, 0, waiting + size, ""
     why = (
         f"{files} file(s) of {fmt(size)} written and not read for {config.drop_behind_age_s:.0f} s"
     )
-    return before, size, why
+    return before, size, waiting, why
 
 
 def _decide_reclaim(
-    obs: Observation, config: AdaptiveConfig, state: AdaptiveState, last: Counters, dropping: int
+    obs: Observation,
+    config: AdaptiveConfig,
+    state: AdaptiveState,
+    last: Counters,
+    *,
+    dropping: int,
+    waiting: int,
 ) -> tuple[Decision, AdaptiveState]:
-    """Steps 1-9 of the law, on a tick that has a previous one."""
+    """Steps 1-9 of the law, on a tick that has a previous one. `dropping`: what drop-behind
+    takes this tick; `waiting`: what the files it will take later hold."""
     now = obs.timestamp
     pressure = obs.memory_pressure
     dt = now - last.timestamp
@@ -524,10 +535,11 @@ def _decide_reclaim(
     split, state = _split(obs, config, state)
     if split is None and idle:
         split, state = _shrink_slab(obs, config, state)
-    if step > 0 or dropping > 0 or split is not None:
+    if step > 0 or split is not None:
         state = dataclasses.replace(state, last_freed_at=now)
     freed_at = state.last_freed_at
-    settling = not idle and freed_at is not None and now - freed_at < config.compact_settle_s
+    freeing = freed_at is not None and now - freed_at < config.compact_settle_s
+    settling = not idle and (freeing or waiting >= config.drop_behind_min_bytes)
     compact, state = _plan_compaction(obs, config, state, split is not None, settling)
     if step > 0:
         why = f"{why}; reclaiming {fmt(step)}"
