@@ -76,7 +76,9 @@ def test_a_bad_config_file_is_exit_2_naming_the_file_and_key(
 def test_an_unknown_key_hint_lists_the_allowed_keys(tmp_path):
     with pytest.raises(UsageError) as caught:
         read_config_file(config_file(tmp_path, "[agent]\ninterval = 2\n"))
-    assert caught.value.hint == "[agent] takes policy, interval_s, reclaim_time_limit_s"
+    assert caught.value.hint == (
+        "[agent] takes policy, interval_s, reclaim_time_limit_s, textfile_path"
+    )
 
 
 def test_an_unreadable_config_file_is_exit_2(debian, tmp_path, capsys):

@@ -5,6 +5,7 @@ with `adaptive`, and does not with WSL2's modes; a hot file set stays. Amounts f
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -28,10 +29,10 @@ def busy_vm(guest_image) -> Iterator[VirtualMachine]:
         yield vm
 
 
-def _start_agent(vm: VirtualMachine, policy: str) -> None:
+def _start_agent(vm: VirtualMachine, policy: str, *options: str) -> None:
     vm.check(
-        f"python3 -m vmreclaim guest run --policy {policy} --interval 2 >/tmp/agent.log 2>&1 "
-        "& echo $! >/tmp/agent.pid"
+        f"python3 -m vmreclaim guest run --policy {policy} --interval 2 {' '.join(options)} "
+        ">/tmp/agent.log 2>&1 & echo $! >/tmp/agent.pid"
     )
 
 
@@ -49,8 +50,15 @@ def _cold_cache_run(vm: VirtualMachine) -> tuple[int, int, int]:
 
 
 def test_adaptive_returns_cold_cache_while_the_guest_is_busy(busy_vm: VirtualMachine) -> None:
-    _start_agent(busy_vm, "adaptive")
+    _start_agent(busy_vm, "adaptive", "--textfile", "/tmp/vmreclaim.prom")
     before, filled, lowest = _cold_cache_run(busy_vm)
+    # What node_exporter would export: the drops the agent made, in the exposition format.
+    metrics = busy_vm.check("cat /tmp/vmreclaim.prom").text
+    drops = re.search(
+        r'^vmreclaim_guest_actions_total\{action="drop_behind"\} (\d+)$', metrics, re.MULTILINE
+    )
+    assert drops is not None, metrics
+    assert int(drops.group(1)) > 0
     # The benchmark's way of stopping the agent: its CPU share, and a log that ends with where
     # that CPU went.
     cpu_share, log = stop_agent(busy_vm)

@@ -27,6 +27,7 @@ from vmreclaim.guest.observe import observe
 from vmreclaim.guest.observe.snapshot import DEFAULT_PAGE_SIZE
 from vmreclaim.guest.policies import POLICIES, get_policy
 from vmreclaim.guest.priority import lower_priority
+from vmreclaim.guest.textfile import TextfileWriter, check_directory
 from vmreclaim.units import format_size, parse_size
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,13 @@ def _register_run(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     run.add_argument(
         "--interval", metavar="SECONDS", help="time between ticks (default: 2, or the file's)"
     )
+    run.add_argument(
+        "--textfile",
+        type=Path,
+        metavar="FILE.prom",
+        help="rewrite this file with the agent's metrics after every tick, for node_exporter's "
+        "textfile collector (e.g. /var/lib/prometheus/node-exporter/vmreclaim.prom)",
+    )
     run.add_argument("--duration", metavar="SECONDS", help="run this long, then exit 0")
     run.add_argument("--once", action="store_true", help="run one tick, then exit")
     _add_root(run)
@@ -187,8 +195,14 @@ def _seconds(text: str | None, option: str) -> float | None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config, args.policy, _seconds(args.interval, "--interval"))
+    settings = load_settings(
+        args.config, args.policy, _seconds(args.interval, "--interval"), args.textfile
+    )
     duration_s = _seconds(args.duration, "--duration")
+    textfile = None
+    if settings.agent.textfile_path:
+        textfile = TextfileWriter(Path(settings.agent.textfile_path), settings.agent.policy)
+        check_directory(textfile.path)
     require_root(args.root, os.geteuid(), command="run")
     restore_swappiness(args.root)
     if args.root == Path("/"):
@@ -210,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
             page_size=_page_size(args.root),
             reclaim_time_limit_s=settings.agent.reclaim_time_limit_s,
             drop_behind=drop_behind,
+            textfile=textfile,
         )
         agent.log_start(settings.agent)
         with stop_on_signals(agent):

@@ -28,6 +28,7 @@ from vmreclaim.units import format_size, parse_size
 AGENT_SECTION = "agent"
 # (field-name suffix, kind); the longest matching suffix wins, so order longest first.
 _KINDS = (
+    ("_path", "path"),
     ("_bytes_per_s", "size"),
     ("_bytes", "size"),
     ("_ratio_per_min", "ratio"),
@@ -39,6 +40,7 @@ _ALLOWED = {
     "ratio": "a number from 0 to 1",
     "seconds": "a number of seconds >= 0",
     "policy": f"one of {', '.join(POLICIES)}",
+    "path": "an absolute path, or nothing",
 }
 
 
@@ -52,6 +54,9 @@ class AgentConfig:
     # Longest one tick's reclaim may run: checked between 256 MiB memory.reclaim writes, so a
     # 1 GiB gradual step that stalls (WSL2 users report EAGAIN hangs) cannot hold the loop.
     reclaim_time_limit_s: float = 10.0
+    # node_exporter's textfile collector: rewrite this *.prom file with the agent's metrics
+    # after every tick (vmreclaim.guest.textfile); empty: none.
+    textfile_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,8 @@ def parse_knob(name: str, text: str) -> Any:
         return text
     if kind == "size":
         return parse_size(text)
+    if kind == "path" and (not text or text.startswith("/")):
+        return text
     try:
         number = float(text)
     except ValueError:
@@ -153,11 +160,16 @@ def read_config_file(path: Path) -> Settings:
 
 
 def load_settings(
-    path: Path | None, policy: str | None = None, interval_s: float | None = None
+    path: Path | None,
+    policy: str | None = None,
+    interval_s: float | None = None,
+    textfile: Path | None = None,
 ) -> Settings:
     """Defaults, overridden by the file at `path`, overridden by the command-line options."""
     settings = Settings(AgentConfig()) if path is None else read_config_file(path)
     changes: dict[str, Any] = {}
+    if textfile is not None:
+        changes["textfile_path"] = str(textfile.absolute())
     if policy is not None:
         get_policy(policy)
         changes["policy"] = policy

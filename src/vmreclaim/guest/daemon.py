@@ -45,6 +45,7 @@ from vmreclaim.guest.observe import (
 )
 from vmreclaim.guest.policies import Decision, Policy
 from vmreclaim.guest.priority import normal_cpu_priority
+from vmreclaim.guest.textfile import TextfileWriter
 from vmreclaim.units import format_size
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,11 @@ class Agent:
         own_cpu: OwnCpu = process_cpu_seconds,
         user_hz: int | None = None,
         drop_behind: DropBehind | None = None,
+        textfile: TextfileWriter | None = None,
     ) -> None:
         """`drop_behind`: the watch of file writes whose findings each tick's observation
-        carries (Observation.written) and whose files a decision may drop; the caller owns it."""
+        carries (Observation.written) and whose files a decision may drop; the caller owns it.
+        `textfile`: rewritten with the agent's metrics after every tick."""
         self.root = root
         self.policy = policy
         self.config = config
@@ -163,6 +166,7 @@ class Agent:
         self._writer = writer
         self._own_cpu = own_cpu
         self._drop_behind = drop_behind
+        self._textfile = textfile
         self.cpu = CpuLedger(own_cpu)
         self._setup: tuple[float, Setup] | None = None  # (read at, setup)
         # /proc/stat counts USER_HZ ticks (sysconf's CLK_TCK, 100 on Linux).
@@ -200,7 +204,15 @@ class Agent:
         log.info("reclaim on %s: %s (%s)", kernel, plan.method, plan.reason)
 
     def tick(self) -> TickReport:
-        """Observe, decide, act on the decision, and log each action."""
+        """Observe, decide, act on the decision, log each action, and write the textfile."""
+        report = self._tick()
+        if self._textfile is not None:
+            with self.cpu.spend("textfile"):
+                floor = self.policy.floor(self.config, self.state)
+                self._textfile.tick(report, floor, self.cpu.seconds)
+        return report
+
+    def _tick(self) -> TickReport:
         with self.cpu.spend("observing"):
             obs = self._observe()
         if self._drop_behind is not None:

@@ -565,4 +565,5 @@ ADAPTIVE: Policy[AdaptiveConfig, AdaptiveState] = Policy(
     config_type=AdaptiveConfig,
     initial_state=AdaptiveState,
     watches_writes=lambda config: config.drop_behind_age_s > 0,
+    floor=lambda config, state: state.floor_bytes or config.min_floor_bytes,
 )

@@ -86,6 +86,9 @@ class Policy(Generic[ConfigT, StateT]):
     watches_writes: Callable[[ConfigT], bool] = lambda config: False
     """Whether, under `config`, the policy reads Observation.written (the agent then watches
     file writes with fanotify, which costs a little CPU per write)."""
+    floor: Callable[[ConfigT, StateT], int | None] = lambda config, state: None
+    """The reclaimable cache the policy keeps now, for the agent's metrics; None if it has no
+    floor."""
 
 
 def missing_parts(obs: Observation, parts: tuple[str, ...]) -> tuple[str, ...]:

@@ -109,4 +109,5 @@ GRADUAL: Policy[GradualConfig, GradualState] = Policy(
     decide=decide,
     config_type=GradualConfig,
     initial_state=GradualState,
+    floor=lambda config, state: config.floor_bytes,
 )
