@@ -119,7 +119,7 @@ def _register_run(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     run.add_argument("--duration", metavar="SECONDS", help="run this long, then exit 0")
     run.add_argument("--once", action="store_true", help="run one tick, then exit")
     _add_root(run)
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, daemon=True)
 
 
 def _add_root(parser: argparse.ArgumentParser) -> None:

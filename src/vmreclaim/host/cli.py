@@ -106,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument(
         "--check", action="store_true", help="validate the configuration, print it, exit"
     )
-    run.set_defaults(handler=_host_run)
+    run.set_defaults(handler=_host_run, daemon=True)
 
     launch = commands.add_parser(
         "launch-options",
