@@ -100,3 +100,37 @@ def test_the_one_file_bundle_builds_and_runs_from_the_plain_install(venv: Path) 
     status = run(python3, bundle, "guest", "status", "--json", cwd=venv)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["memory"]["total_bytes"] > 0
+
+
+def test_the_plain_install_ships_both_systemd_units(venv: Path) -> None:
+    package = next((venv / "lib").glob("python3*/site-packages/vmreclaim"))
+    for unit in ("guest/vmreclaim-guest.service", "host/vmreclaim-host.service"):
+        assert (package / unit).read_text() == (PROJECT / "src/vmreclaim" / unit).read_text()
+
+
+def test_the_guest_units_layout_runs_on_the_system_python3(project: Path) -> None:
+    """What docs/cloud-init-guest.yaml does in a VM: `pip install --target DIR` (no venv, no
+    extras), then the unit's command, the system python3 with PYTHONPATH=DIR."""
+    python3 = shutil.which("python3", path="/usr/bin:/bin")
+    if python3 is None:
+        pytest.skip("no system python3 in /usr/bin or /bin")
+    target = project.parent / "opt-vmreclaim-lib"
+    pip = (sys.executable, "-m", "pip", "install", "-q", "--target", target, project)
+    installed = run(*pip, cwd=project.parent)
+    assert installed.returncode == 0, installed.stderr
+    assert sorted(path.name for path in target.iterdir() if not path.name.endswith("-info")) == [
+        "bin",
+        "vmreclaim",
+    ]
+    assert (target / "vmreclaim/guest/vmreclaim-guest.service").is_file()
+    environment = {"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"}
+    status = subprocess.run(
+        [python3, "-m", "vmreclaim", "guest", "status", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=project.parent,
+        env=environment,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["memory"]["total_bytes"] > 0
