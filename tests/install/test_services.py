@@ -20,8 +20,9 @@ PROJECT = Path(__file__).resolve().parents[2]
 GUEST_UNIT = PROJECT / "src/vmreclaim/guest/vmreclaim-guest.service"
 HOST_UNIT = PROJECT / "src/vmreclaim/host/vmreclaim-host.service"
 CLOUD_INIT = PROJECT / "docs/cloud-init-guest.yaml"
-# The exposure scores `systemd-analyze security` gives (0 safest, 10 worst), as the README
-# states them; a change that loosens a unit fails here.
+# The exposure scores systemd 252's `systemd-analyze security` gives (0 safest, 10 worst), as
+# the README states them; a change that loosens a unit fails here (a newer systemd may weigh
+# more settings: then rescore and update the README).
 GUEST_EXPOSURE = 2.0
 HOST_EXPOSURE = 2.5
 
@@ -88,7 +89,7 @@ def test_the_unit_is_sandboxed_as_documented(unit: Path, exposure: float, tmp_pa
     )
     found = re.search(rf"Overall exposure level for {unit.name}: (\d+\.\d)", done.stdout)
     assert found, done.stdout + done.stderr
-    assert float(found.group(1)) == exposure
+    assert float(found.group(1)) <= exposure, done.stdout
 
 
 def test_the_guest_unit_runs_the_agent_from_where_cloud_init_installs_it() -> None:
