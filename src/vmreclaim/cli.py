@@ -2,7 +2,8 @@
 
 Each area (`guest`, `lab`, ...) has a `cli` module with `register(subparsers)`; those modules
 import only the standard library at the top, so `vmreclaim guest ...` never loads a host-side
-library. Handlers return the exit code.
+library. Before a handler runs, `vmreclaim.extras` checks that the pip extra its command needs
+is installed. Handlers return the exit code.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from types import FrameType
 
 from vmreclaim import __version__
 from vmreclaim.errors import VmreclaimError
+from vmreclaim.extras import require_extra
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,13 @@ def _configure_logging(verbose: int, quiet: bool, daemon: bool = False) -> None:
         logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 
+def _command_words(args: argparse.Namespace) -> str:
+    """The command as typed, e.g. "host run": areas with subcommands keep them in
+    `<area>_command`."""
+    sub = getattr(args, f"{args.command}_command", None)
+    return f"{args.command} {sub}" if sub else str(args.command)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -138,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(verbose, quiet, daemon=getattr(args, "daemon", False))
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
+        require_extra(_command_words(args))
         code: int = args.handler(args)
         return code
     except VmreclaimError as err:
