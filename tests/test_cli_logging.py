@@ -83,3 +83,18 @@ def test_a_one_shot_command_stays_terse(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert not re.search(r"^\d{4}-", done.stderr, re.MULTILINE)
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback(tmp_path: Path) -> None:
+    root = debian_guest(tmp_path).path
+    done = subprocess.run(
+        # The reader closes the pipe before anything is written.
+        f"{sys.executable} -m vmreclaim guest status --root {root} | {{ exec <&-; sleep 2; }}",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        timeout=60,
+    )
+    assert "Traceback" not in done.stderr
+    assert "BrokenPipeError" not in done.stderr

@@ -149,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         require_extra(_command_words(args))
         code: int = args.handler(args)
+        sys.stdout.flush()  # here, so a reader that left is caught below, not at exit
         return code
     except VmreclaimError as err:
         print(f"vmreclaim: error: {err.message}", file=sys.stderr)
@@ -159,3 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vmreclaim: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `vmreclaim guest status | head`: the reader left. Python would print a traceback
+        # when it flushes stdout at exit; point stdout at /dev/null and end as `yes` does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
