@@ -88,6 +88,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(default: half the interval, at most 5)",
     )
     top.add_argument(
+        "--stale-after",
+        type=float,
+        metavar="INTERVALS",
+        help="show guest statistics older than this many intervals (or statistics periods, "
+        "if longer) as stale (default 3, or stale_after in --config)",
+    )
+    top.add_argument(
         "--wait",
         type=float,
         default=3.0,
@@ -105,6 +112,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--config", type=Path, required=True, help="TOML configuration")
     run.add_argument(
         "--check", action="store_true", help="validate the configuration, print it, exit"
+    )
+    run.add_argument(
+        "--stale-after",
+        type=float,
+        metavar="INTERVALS",
+        help="guest statistics older than this many intervals (or statistics periods, if "
+        "longer) leave a VM neither shrunk nor judged in need (default 3: stale_after)",
     )
     run.set_defaults(handler=_host_run)
 
@@ -160,7 +174,7 @@ def _sources(args: argparse.Namespace) -> SourceList:
 
 
 def _top(args: argparse.Namespace) -> int:
-    from vmreclaim.host.config import default_timeout, load_config
+    from vmreclaim.host.config import default_timeout, load_config, max_stats_age
     from vmreclaim.host.fleet import Fleet
     from vmreclaim.host.sources import SourceList, VmSources
     from vmreclaim.host.top import run_live
@@ -168,8 +182,10 @@ def _top(args: argparse.Namespace) -> int:
     named = _sources(args)
     sources = named
     proc = Path("/proc")
+    stale_after = 3.0
     if args.config is not None:
         config = load_config(args.config)
+        stale_after = config.stale_after
         sources = SourceList(
             qmp=named.qmp + config.qmp,
             libvirt=named.libvirt + config.libvirt,
@@ -187,6 +203,8 @@ def _top(args: argparse.Namespace) -> int:
         raise UsageError("--json prints one snapshot", hint="add --once")
     if args.timeout is not None and not args.timeout > 0:
         raise UsageError(f"--timeout {args.timeout:g}: it is a number of seconds above 0")
+    _check_stale_after(args.stale_after)
+    max_age = max_stats_age(args.interval, args.stale_after or stale_after)
     # Connection news is for the daemon's log; top shows it in its table or fails with it.
     logging.getLogger("vmreclaim.host.fleet").setLevel(logging.ERROR)
     timeout = args.timeout if args.timeout is not None else default_timeout(args.interval)
@@ -201,8 +219,8 @@ def _top(args: argparse.Namespace) -> int:
     async def run() -> int:
         try:
             if args.once:
-                return await _top_once(fleet, args, proc)
-            await run_live(fleet, args.interval, proc)
+                return await _top_once(fleet, args, proc, max_age)
+            await run_live(fleet, args.interval, proc, max_age)
             return 0
         finally:
             await fleet.close()
@@ -213,7 +231,15 @@ def _top(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-async def _top_once(fleet: Fleet, args: argparse.Namespace, proc: Path) -> int:
+def _check_stale_after(stale_after: float | None) -> None:
+    if stale_after is not None and not stale_after >= 1:
+        raise UsageError(
+            f"--stale-after {stale_after:g}: it is a number of intervals, 1 or more",
+            hint="fewer than one would call every guest stale between two of its reports",
+        )
+
+
+async def _top_once(fleet: Fleet, args: argparse.Namespace, proc: Path, max_age: float) -> int:
     """Print one snapshot of every VM, those that failed included, and say by the exit
     status whether all, some or none of them answered."""
     from vmreclaim.host.hostmem import read_host_memory
@@ -222,11 +248,11 @@ async def _top_once(fleet: Fleet, args: argparse.Namespace, proc: Path) -> int:
     poll = await poll_once(fleet, args.wait)
     host = read_host_memory(proc)
     if args.json:
-        print(json.dumps(snapshot_json(poll, host, time.time()), indent=2))
+        print(json.dumps(snapshot_json(poll, host, time.time(), max_age), indent=2))
     else:
         from rich.console import Console
 
-        Console().print(render_table(poll, host))
+        Console().print(render_table(poll, host, max_age))
     if not poll.unreachable:
         return 0
     if not poll.vms:
@@ -246,11 +272,14 @@ async def _top_once(fleet: Fleet, args: argparse.Namespace, proc: Path) -> int:
 
 
 def _host_run(args: argparse.Namespace) -> int:
-    from vmreclaim.host.config import load_config
+    from vmreclaim.host.config import load_config, with_stale_after
     from vmreclaim.host.daemon import describe, run_daemon
     from vmreclaim.host.sources import SourceList, VmSources
 
     config = load_config(args.config)
+    _check_stale_after(args.stale_after)
+    if args.stale_after is not None:
+        config = with_stale_after(config, args.stale_after)
     if args.check:
         print(describe(config), file=sys.stdout)
         return 0

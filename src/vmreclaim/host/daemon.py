@@ -39,7 +39,8 @@ def describe(config: HostConfig) -> str:
             )
             if named
         )
-        + f", every {config.interval:g} s, {config.timeout:g} s for a hypervisor to answer; "
+        + f", every {config.interval:g} s, {config.timeout:g} s for a hypervisor to answer, "
+        f"guest statistics stale after {policy.max_stats_age_s:g} s; "
         f"keep host MemAvailable >= {format_size(policy.keep_available_bytes)}, grow back "
         f"above {format_size(policy.release_available_bytes)}, memory pressure limit "
         f"{policy.max_memory_pressure}; steps <= {format_size(policy.max_step_bytes)} and "
@@ -142,6 +143,7 @@ class Daemon:
                 vms,
                 len(poll.unreachable),
                 self.cycles,
+                self.config.policy.max_stats_age_s,
             )
         )
 
