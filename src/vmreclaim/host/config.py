@@ -14,6 +14,12 @@ suffixes ("512M", "2G") or plain byte counts. An example with every key and its 
     stale_after = 3                   # guest statistics older than this many intervals (or
                                       # statistics periods, if longer) are stale: the VM is
                                       # neither shrunk nor judged in need until they resume
+    socket = "/run/vmreclaim/host.sock"  # where the daemon publishes its view for `top`
+                                      # (owner-only); default for root, else
+                                      # $XDG_RUNTIME_DIR/vmreclaim/host.sock; "" for none
+    keep_balloons = false             # on SIGTERM/SIGINT, leave the balloons as they are;
+                                      # by default every balloon the daemon moved is given
+                                      # back (the guest's full RAM) before it exits
 
     [metrics]
     address = "127.0.0.1"             # Prometheus exposition; loopback unless you mean it
@@ -130,6 +136,10 @@ class HostConfig:
     stale_after: float = 3.0
     """Intervals (or statistics periods) after which guest statistics are stale; the policy
     holds the same threshold in seconds (`policy.max_stats_age_s`)."""
+    socket: Path | None = None
+    """Where the daemon publishes its view for `top`; None for nowhere."""
+    keep_balloons: bool = False
+    """Leave balloons as they are when the daemon stops, instead of deflating them."""
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9848
     proc: Path = field(default=Path("/proc"))
@@ -150,6 +160,8 @@ _TOP_KEYS = {
     "interval",
     "timeout",
     "stale_after",
+    "socket",
+    "keep_balloons",
     "proc",
     "metrics",
     "host",
@@ -227,6 +239,12 @@ class _Reader:
             raise self.fail(name, f"{value} is out of range", hint=f"allowed: {low} to {high}")
         return value
 
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.table.get(name, default)
+        if not isinstance(value, bool):
+            raise self.fail(name, f"expected true or false, got {value!r}")
+        return value
+
     def string(self, name: str, default: str | None) -> str | None:
         value = self.table.get(name, default)
         if value is not None and not isinstance(value, str):
@@ -291,6 +309,8 @@ def parse_config(data: Mapping[str, Any], path: str) -> HostConfig:
         policy=dataclasses.replace(policy, max_stats_age_s=max_stats_age(interval, stale_after)),
         interval=interval,
         stale_after=stale_after,
+        socket=_socket(top),
+        keep_balloons=top.boolean("keep_balloons", False),
         timeout=_required(top.number("timeout", default_timeout(interval), low=0.01, high=600.0)),
         metrics_address=_required(metrics.string("address", "127.0.0.1")),
         metrics_port=metrics.integer("port", 9848, low=0, high=65535),
@@ -299,6 +319,15 @@ def parse_config(data: Mapping[str, Any], path: str) -> HostConfig:
         cloud_hypervisor=_string_list(top, "cloud_hypervisor", "API socket paths or globs"),
         firecracker=_string_list(top, "firecracker", "API socket paths or globs"),
     )
+
+
+def _socket(top: _Reader) -> Path | None:
+    from vmreclaim.host.view import default_socket_path
+
+    value = top.string("socket", None)
+    if value is None:
+        return default_socket_path()
+    return Path(value) if value else None
 
 
 def _string_list(top: _Reader, name: str, what: str) -> tuple[str, ...]:

@@ -1,19 +1,23 @@
 """`vmreclaim top`: every VM's footprint on the host beside what its guest uses.
 
-`snapshot_json` is the machine-readable shape (`--once --json`); `render_table` the rich view.
-Both take observations, so neither does I/O.
+`snapshot_json` is the machine-readable shape (`--once --json`, and the view a daemon publishes
+for `top` beside it); `view_from_json` turns it back into records; `render_table` is the rich
+view. None of them does I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vmreclaim.host.fleet import Fleet, FleetPoll
-from vmreclaim.host.records import HostMemory, VmObservation
+from vmreclaim.errors import HostError
+from vmreclaim.host.fleet import Fleet, FleetPoll, VmFailure
+from vmreclaim.host.records import BalloonState, GuestStats, HostMemory, VmObservation, VmSample
+from vmreclaim.qemu.footprint import Footprint
 from vmreclaim.units import format_size
 
 if TYPE_CHECKING:
@@ -79,6 +83,83 @@ def snapshot_json(
             for failure in poll.unreachable
         ],
     }
+
+
+@dataclass(frozen=True)
+class PublishedView:
+    """A daemon's view (view.py), back in records: what `top` renders beside `host run`."""
+
+    taken_at: float
+    host: HostMemory | None
+    poll: FleetPoll
+    max_stats_age_s: float
+
+
+def view_from_json(view: Mapping[str, Any]) -> PublishedView:
+    """The inverse of `snapshot_json`, for the table. Raises HostError on another shape."""
+    try:
+        host = view["host"]
+        return PublishedView(
+            taken_at=float(view["time"]),
+            host=None
+            if host is None
+            else HostMemory(
+                host["total_bytes"],
+                host["available_bytes"],
+                host["memory_pressure_some_avg10"],
+                None,
+            ),
+            poll=FleetPoll(
+                tuple(_observation(entry, float(view["time"])) for entry in view["vms"]),
+                tuple(
+                    VmFailure(entry["address"], entry["error"], bool(entry["hung"]))
+                    for entry in view["unreachable"]
+                ),
+            ),
+            max_stats_age_s=float(view["stale_after_s"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise HostError(f"the daemon's view is not what this top reads: {err!r}") from err
+
+
+def _observation(entry: Mapping[str, Any], taken_at: float) -> VmObservation:
+    balloon = entry["balloon"]
+    guest = entry["guest"]
+    footprint = (
+        None
+        if entry["rss_bytes"] is None
+        else Footprint(taken_at, entry["rss_bytes"], entry["guest_ram_bytes"])
+    )
+    sample = VmSample(
+        name=entry["name"],
+        address=entry["address"],
+        pid=entry["pid"],
+        footprint=footprint,
+        balloon=None
+        if balloon is None
+        else BalloonState(
+            balloon["ram_bytes"], balloon["actual_bytes"], entry["free_page_reporting"]
+        ),
+        guest=None
+        if guest is None
+        else GuestStats(
+            updated_at=guest["updated_at"],
+            total_bytes=guest["total_bytes"],
+            free_bytes=guest["free_bytes"],
+            available_bytes=guest["available_bytes"],
+            cache_bytes=guest["cache_bytes"],
+            major_faults=guest["major_faults"],
+            minor_faults=None,
+        ),
+    )
+    return VmObservation(
+        sample,
+        first_seen=taken_at,
+        returned_bytes=entry["returned_bytes"],
+        trend=tuple(entry["trend"]),
+        balloon_target_bytes=balloon["target_bytes"] if balloon else None,
+        stats_age_s=guest["age_s"] if guest else None,
+    )
 
 
 def sparkline(values: Sequence[int], width: int = 10) -> str:
