@@ -27,7 +27,8 @@ def vmreclaim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONPATH": SRC},
+        # COLUMNS: rich draws tables for an 80-column terminal when stdout is a pipe.
+        env={**os.environ, "PYTHONPATH": SRC, "COLUMNS": "250"},
     )
 
 

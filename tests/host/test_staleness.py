@@ -16,26 +16,26 @@ from vmreclaim.host.top import stats_age_text, vm_json
 
 MIB = 1 << 20
 GIB = 1 << 30
-RAM = 1024 * MIB
+RAM = 768 * MIB
 
-# `qom-get /machine/peripheral/balloon0 guest-stats` on a 1 GiB lab guest (QEMU 7.2, Linux
-# 6.1), statistics polling every second.
+# `qom-get /machine/peripheral/balloon0 guest-stats` on a 768 MiB lab guest whose balloon held
+# 128 MiB (QEMU 7.2, Linux 6.1, statistics polling every second), 2026-12-01.
 GUEST_STATS: dict[str, Any] = {
     "stats": {
-        "stat-htlb-pgfail": 0,
-        "stat-available-memory": 931549184,
-        "stat-free-memory": 950026240,
-        "stat-minor-faults": 189627,
-        "stat-major-faults": 0,
-        "stat-total-memory": 1027850240,
-        "stat-swap-in": 0,
-        "stat-swap-out": 0,
-        "stat-disk-caches": 24653824,
         "stat-htlb-pgalloc": 0,
+        "stat-swap-out": 0,
+        "stat-available-memory": 521441280,
+        "stat-htlb-pgfail": 0,
+        "stat-free-memory": 573349888,
+        "stat-minor-faults": 1709,
+        "stat-major-faults": 0,
+        "stat-total-memory": 612913152,
+        "stat-swap-in": 0,
+        "stat-disk-caches": 5722112,
     },
-    "last-update": 1796003557,
+    "last-update": 1796084512,
 }
-REPORTED_AT = 1796003557.0
+REPORTED_AT = 1796084512.0
 
 CONFIG = PolicyConfig(
     keep_available_bytes=1 << 40,  # a host always short: the policy shrinks what it may
