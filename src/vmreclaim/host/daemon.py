@@ -101,7 +101,9 @@ class Daemon:
         self._clock = clock
         self.metrics: MetricsServer | None = None
         self.view: ViewServer | None = None
-        self._stop = asyncio.Event()
+        self._stop: asyncio.Event | None = None
+        """Made in `run`: before 3.10 an Event binds to the loop current when it is made."""
+        self._stop_requested = False
         self._stop_reason = ""
         self._ram: dict[str, int] = {}
         """Every VM whose balloon this daemon set, with its full RAM: what to give back."""
@@ -111,10 +113,15 @@ class Daemon:
     def stop(self, reason: str = "asked to") -> None:
         """End `run` after the current step; safe from a signal handler."""
         self._stop_reason = self._stop_reason or reason
-        self._stop.set()
+        self._stop_requested = True
+        if self._stop is not None:
+            self._stop.set()
 
     async def run(self, max_cycles: int | None = None) -> None:
         log.info("%s", describe(self.config))
+        self._stop = asyncio.Event()
+        if self._stop_requested:
+            self._stop.set()
         loop = asyncio.get_running_loop()
         signals = (signal.SIGTERM, signal.SIGINT)
         for signum in signals:
@@ -125,7 +132,7 @@ class Daemon:
             if self.config.socket is not None:
                 self.view = ViewServer(self.config.socket)
                 await self.view.start()
-            while not self._stop.is_set() and (max_cycles is None or self.cycles < max_cycles):
+            while not self._stop_requested and (max_cycles is None or self.cycles < max_cycles):
                 started = self._clock()
                 if not await self._unless_stopped(self.cycle()):
                     break
@@ -138,15 +145,19 @@ class Daemon:
 
     async def _unless_stopped(self, step: Awaitable[object]) -> bool:
         """Run `step` unless a stop comes first, which cancels it; False when stopped."""
+        assert self._stop is not None
         task = asyncio.ensure_future(step)
         stopping = asyncio.ensure_future(self._stop.wait())
         try:
             await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopping.cancel()
+            if not stopping.done():
+                stopping.cancel()
             if not task.done():
                 task.cancel()
                 await asyncio.wait({task})
+        if stopping.done() and not stopping.cancelled():
+            stopping.result()  # a wait that failed must not pass for a stop
         if task.cancelled():
             return False
         task.result()  # a step's own error goes on up
