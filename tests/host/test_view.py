@@ -51,7 +51,7 @@ def test_the_published_view_reads_back_as_the_records_it_came_from() -> None:
 
 def test_top_shows_only_the_vms_it_names_and_says_which_the_daemon_does_not_watch() -> None:
     sources = SourceList(qmp=("/run/vms/d*.qmp", "/run/other.qmp"))
-    shown = restricted(view(), sources, Path("/run/vmreclaim/host.sock"))
+    shown = restricted(view(), sources, Path("/run/vmreclaim-host/host.sock"))
     assert [vm["address"] for vm in shown["vms"]] == ["/run/vms/db.qmp"]
     (missing,) = shown["unreachable"]
     assert missing["address"] == "/run/other.qmp"

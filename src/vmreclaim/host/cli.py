@@ -81,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         metavar="PATH",
         help="the socket of the `host run` daemon to show (default: socket in --config, else "
-        "/run/vmreclaim/host.sock for root, $XDG_RUNTIME_DIR/vmreclaim/host.sock for others; "
+        "/run/vmreclaim-host/host.sock for root, $XDG_RUNTIME_DIR/vmreclaim/host.sock for others; "
         "used when a daemon answers there)",
     )
     top.add_argument(

@@ -14,8 +14,8 @@ suffixes ("512M", "2G") or plain byte counts. An example with every key and its 
     stale_after = 3                   # guest statistics older than this many intervals (or
                                       # statistics periods, if longer) are stale: the VM is
                                       # neither shrunk nor judged in need until they resume
-    socket = "/run/vmreclaim/host.sock"  # where the daemon publishes its view for `top`
-                                      # (owner-only); default for root, else
+    socket = "/run/vmreclaim-host/host.sock"  # the daemon's view for `top` (owner-only):
+                                      # the default for root, else
                                       # $XDG_RUNTIME_DIR/vmreclaim/host.sock; "" for none
     keep_balloons = false             # on SIGTERM/SIGINT, leave the balloons as they are;
                                       # by default every balloon the daemon moved is given

@@ -10,8 +10,9 @@ JSON, at most `MAX_VIEW_BYTES`) and closes; it reads nothing from the client. Th
 owner's only (0600, in a 0700 directory): the view names every VM and its process.
 
 Where: `socket` in the configuration, else `default_socket_path()`:
-`/run/vmreclaim/host.sock` for root, `$XDG_RUNTIME_DIR/vmreclaim/host.sock` for other users,
-`/tmp/vmreclaim-UID/host.sock` without XDG_RUNTIME_DIR.
+`/run/vmreclaim-host/host.sock` for root (the RuntimeDirectory of vmreclaim-host.service, the
+one directory its sandbox lets it write), `$XDG_RUNTIME_DIR/vmreclaim/host.sock` for other
+users, `/tmp/vmreclaim-UID/host.sock` without XDG_RUNTIME_DIR.
 
 A daemon that was killed leaves its socket file behind. Connecting to it is refused at once
 (ECONNREFUSED: nobody listens), which is how a new daemon and `top` tell it from a live one:
@@ -42,7 +43,7 @@ SOCKET_NAME = "host.sock"
 
 def default_socket_path() -> Path:
     if os.geteuid() == 0:
-        return Path("/run/vmreclaim") / SOCKET_NAME
+        return Path("/run/vmreclaim-host") / SOCKET_NAME
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         return Path(runtime) / "vmreclaim" / SOCKET_NAME
