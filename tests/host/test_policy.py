@@ -44,6 +44,7 @@ def vm(
     available: int | None = 3 * GIB,
     faults: int | None = 10,
     updated: float = 1000.0,
+    age: float | None = 1.0,
 ) -> VmObservation:
     guest = GuestStats(updated, ram, 2 * GIB, available, 512 * MIB, faults, 100)
     sample = VmSample(
@@ -54,7 +55,7 @@ def vm(
         balloon=BalloonState(ram, ram if actual is None else actual, True),
         guest=guest,
     )
-    return VmObservation(sample, 0.0, 0, (), None)
+    return VmObservation(sample, 0.0, 0, (), None, age if updated else None)
 
 
 def run(observation: Observation, state: PolicyState | None = None, config=CONFIG):

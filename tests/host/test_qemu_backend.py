@@ -211,10 +211,10 @@ def test_the_json_snapshot_has_one_entry_per_vm(tmp_path: Path, proc: Path) -> N
             await fleet.connect_all()
             poll = await fleet.poll()
         await fleet.close()
-        return snapshot_json(poll, None, 123.0)
+        return snapshot_json(poll, None, 123.0, 3.0)
 
     snapshot = asyncio.run(scenario())
-    assert set(snapshot) == {"time", "host", "vms", "unreachable"}
+    assert set(snapshot) == {"time", "stale_after_s", "host", "vms", "unreachable"}
     (entry,) = snapshot["vms"]
     assert entry["name"] == "fake-vm"
     assert entry["rss_bytes"] == 307200 * 1024

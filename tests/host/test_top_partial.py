@@ -39,7 +39,7 @@ def paused_qemu() -> Iterator[Path]:
 def test_one_hung_vm_leaves_the_others_complete(paused_qemu: Path, tmp_path: Path) -> None:
     hung = tmp_path / "hung.qmp"
     top = [
-        "top", "--once", "--json", "--interval", str(INTERVAL),
+        "top", "--once", "--json", "--interval", str(INTERVAL), "--no-daemon",
         "--wait", "0",  # no waiting for guest statistics: a paused guest never sends any
         "--qmp", str(paused_qemu), "--qmp", str(hung),
     ]  # fmt: skip

@@ -80,6 +80,7 @@ def setup(guest_image, tmp_path_factory) -> Iterator[Setup]:
         config.write_text(
             f"""
             qmp = ["{big.qmp_socket}", "{small.qmp_socket}"]
+            socket = "{directory / "host.sock"}"
             [metrics]
             port = {port}
             [host]

@@ -31,6 +31,7 @@ def vms(guest_image) -> Iterator[tuple[VirtualMachine, VirtualMachine]]:
 @pytest.fixture(scope="module")
 def snapshot(vms: tuple[VirtualMachine, VirtualMachine]) -> dict[str, dict[str, Any]]:
     argv = [sys.executable, "-m", "vmreclaim", "top", "--once", "--json", "--wait", "10"]
+    argv += ["--no-daemon"]  # this guest's monitor, not a daemon's view of it
     for vm in vms:
         argv += ["--qmp", str(vm.qmp_socket)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120)

@@ -263,6 +263,7 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.5) -> bool:
 
 def test_top_once_json_sees_the_domain(guest: LibvirtGuest) -> None:
     argv = [sys.executable, "-m", "vmreclaim", "top", "--once", "--json", "--wait", "15"]
+    argv += ["--no-daemon"]  # the domain itself, not a daemon's view of it
     done = subprocess.run(
         [*argv, "--libvirt", guest.uri], capture_output=True, text=True, timeout=120
     )
@@ -337,6 +338,7 @@ def test_host_run_steers_the_domains_balloon(guest: LibvirtGuest, tmp_path: Path
     # A host that is always short of memory: the daemon shrinks the balloon in steps.
     config.write_text(
         f'libvirt = ["{guest.uri}"]\n'
+        f'socket = "{tmp_path / "host.sock"}"\n'
         "[metrics]\nport = 0\n"
         '[host]\nkeep_available = "100000G"\n'
         '[vm_defaults]\nminimum = "896M"\n'

@@ -4,6 +4,7 @@ libraries are imported by the handlers, so `vmreclaim guest ...` never loads the
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -75,6 +76,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=Path,
         help="take the VMs (qmp, libvirt, cloud_hypervisor, firecracker) from this TOML",
     )
+    top.add_argument(
+        "--socket",
+        type=Path,
+        metavar="PATH",
+        help="the socket of the `host run` daemon to show (default: socket in --config, else "
+        "/run/vmreclaim-host/host.sock for root, $XDG_RUNTIME_DIR/vmreclaim/host.sock for others; "
+        "used when a daemon answers there)",
+    )
+    top.add_argument(
+        "--no-daemon",
+        action="store_true",
+        help="ask the VMs directly even when a daemon runs (its monitors then show as hung)",
+    )
     top.add_argument("--once", action="store_true", help="print one snapshot and exit")
     top.add_argument("--json", action="store_true", help="with --once: one JSON object")
     top.add_argument(
@@ -86,6 +100,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help="how long a hypervisor has to answer one call before its VM is reported hung "
         "(default: half the interval, at most 5)",
+    )
+    top.add_argument(
+        "--stale-after",
+        type=float,
+        metavar="INTERVALS",
+        help="show guest statistics older than this many intervals (or statistics periods, "
+        "if longer) as stale (default 3, or stale_after in --config)",
     )
     top.add_argument(
         "--wait",
@@ -105,6 +126,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run.add_argument("--config", type=Path, required=True, help="TOML configuration")
     run.add_argument(
         "--check", action="store_true", help="validate the configuration, print it, exit"
+    )
+    run.add_argument(
+        "--stale-after",
+        type=float,
+        metavar="INTERVALS",
+        help="guest statistics older than this many intervals (or statistics periods, if "
+        "longer) leave a VM neither shrunk nor judged in need (default 3: stale_after)",
+    )
+    run.add_argument(
+        "--keep-balloons",
+        action="store_true",
+        help="on SIGTERM/SIGINT leave the balloons as they are (default: give every balloon "
+        "the daemon moved back to its guest's full RAM before exiting; keep_balloons)",
+    )
+    run.add_argument(
+        "--socket",
+        type=Path,
+        metavar="PATH",
+        help="where to publish the daemon's view for `vmreclaim top` (socket in the config)",
     )
     run.set_defaults(handler=_host_run, daemon=True)
 
@@ -160,16 +200,21 @@ def _sources(args: argparse.Namespace) -> SourceList:
 
 
 def _top(args: argparse.Namespace) -> int:
-    from vmreclaim.host.config import default_timeout, load_config
+    from vmreclaim.host.config import default_timeout, load_config, max_stats_age
     from vmreclaim.host.fleet import Fleet
     from vmreclaim.host.sources import SourceList, VmSources
     from vmreclaim.host.top import run_live
+    from vmreclaim.host.view import default_socket_path
 
     named = _sources(args)
     sources = named
     proc = Path("/proc")
+    stale_after = 3.0
+    socket = default_socket_path()
     if args.config is not None:
         config = load_config(args.config)
+        stale_after = config.stale_after
+        socket = config.socket or socket
         sources = SourceList(
             qmp=named.qmp + config.qmp,
             libvirt=named.libvirt + config.libvirt,
@@ -177,19 +222,26 @@ def _top(args: argparse.Namespace) -> int:
             firecracker=named.firecracker + config.firecracker,
         )
         proc = config.proc
-    if not sources:
-        raise UsageError(
-            "no VMs to watch",
-            hint="name them with --qmp SOCKET, --libvirt URI, --cloud-hypervisor SOCKET or "
-            "--firecracker SOCKET, or give --config FILE",
-        )
     if args.json and not args.once:
         raise UsageError("--json prints one snapshot", hint="add --once")
     if args.timeout is not None and not args.timeout > 0:
         raise UsageError(f"--timeout {args.timeout:g}: it is a number of seconds above 0")
+    _check_stale_after(args.stale_after)
+    max_age = max_stats_age(args.interval, args.stale_after or stale_after)
+    timeout = args.timeout if args.timeout is not None else default_timeout(args.interval)
+    if not args.no_daemon:
+        shown = _top_beside_daemon(args, args.socket or socket, sources, timeout)
+        if shown is not None:
+            return shown
+    if not sources:
+        raise UsageError(
+            "no VMs to watch",
+            hint="name them with --qmp SOCKET, --libvirt URI, --cloud-hypervisor SOCKET or "
+            "--firecracker SOCKET, or give --config FILE (or run `vmreclaim host run`, whose "
+            "view top shows)",
+        )
     # Connection news is for the daemon's log; top shows it in its table or fails with it.
     logging.getLogger("vmreclaim.host.fleet").setLevel(logging.ERROR)
-    timeout = args.timeout if args.timeout is not None else default_timeout(args.interval)
     vm_sources = VmSources(sources, proc, timeout=timeout)
     fleet = Fleet(
         sources.qmp,
@@ -201,8 +253,8 @@ def _top(args: argparse.Namespace) -> int:
     async def run() -> int:
         try:
             if args.once:
-                return await _top_once(fleet, args, proc)
-            await run_live(fleet, args.interval, proc)
+                return await _top_once(fleet, args, proc, max_age)
+            await run_live(fleet, args.interval, proc, max_age)
             return 0
         finally:
             await fleet.close()
@@ -213,7 +265,38 @@ def _top(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
-async def _top_once(fleet: Fleet, args: argparse.Namespace, proc: Path) -> int:
+def _top_beside_daemon(
+    args: argparse.Namespace, socket: Path, sources: SourceList, timeout: float
+) -> int | None:
+    """Show the view of the daemon that answers at `socket`; None when none does (and the
+    user did not name the socket), so that top asks the VMs itself."""
+    import asyncio
+
+    from vmreclaim.host import top_view
+
+    # Reading a local socket takes microseconds: the bound is for a stopped daemon.
+    bound = max(timeout, 1.0)
+    view = top_view.daemon_view(socket, named=args.socket is not None, timeout=bound)
+    if view is None:
+        return None
+    if args.once:
+        some_failed = top_view.print_once(
+            top_view.restricted(view, sources, socket), as_json=args.json
+        )
+        return EXIT_SOME_FAILED if some_failed else 0
+    asyncio.run(top_view.run_live(socket, sources, args.interval, bound))
+    return 0
+
+
+def _check_stale_after(stale_after: float | None) -> None:
+    if stale_after is not None and not stale_after >= 1:
+        raise UsageError(
+            f"--stale-after {stale_after:g}: it is a number of intervals, 1 or more",
+            hint="fewer than one would call every guest stale between two of its reports",
+        )
+
+
+async def _top_once(fleet: Fleet, args: argparse.Namespace, proc: Path, max_age: float) -> int:
     """Print one snapshot of every VM, those that failed included, and say by the exit
     status whether all, some or none of them answered."""
     from vmreclaim.host.hostmem import read_host_memory
@@ -222,11 +305,11 @@ async def _top_once(fleet: Fleet, args: argparse.Namespace, proc: Path) -> int:
     poll = await poll_once(fleet, args.wait)
     host = read_host_memory(proc)
     if args.json:
-        print(json.dumps(snapshot_json(poll, host, time.time()), indent=2))
+        print(json.dumps(snapshot_json(poll, host, time.time(), max_age), indent=2))
     else:
         from rich.console import Console
 
-        Console().print(render_table(poll, host))
+        Console().print(render_table(poll, host, max_age))
     if not poll.unreachable:
         return 0
     if not poll.vms:
@@ -246,11 +329,18 @@ async def _top_once(fleet: Fleet, args: argparse.Namespace, proc: Path) -> int:
 
 
 def _host_run(args: argparse.Namespace) -> int:
-    from vmreclaim.host.config import load_config
+    from vmreclaim.host.config import load_config, with_stale_after
     from vmreclaim.host.daemon import describe, run_daemon
     from vmreclaim.host.sources import SourceList, VmSources
 
     config = load_config(args.config)
+    _check_stale_after(args.stale_after)
+    if args.stale_after is not None:
+        config = with_stale_after(config, args.stale_after)
+    if args.keep_balloons:
+        config = dataclasses.replace(config, keep_balloons=True)
+    if args.socket is not None:
+        config = dataclasses.replace(config, socket=args.socket)
     if args.check:
         print(describe(config), file=sys.stdout)
         return 0

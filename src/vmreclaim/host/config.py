@@ -11,6 +11,15 @@ suffixes ("512M", "2G") or plain byte counts. An example with every key and its 
     timeout = 0.5                     # seconds a hypervisor has to answer one call; a VM
                                       # that does not is reported hung (default: half the
                                       # interval, at most 5)
+    stale_after = 3                   # guest statistics older than this many intervals (or
+                                      # statistics periods, if longer) are stale: the VM is
+                                      # neither shrunk nor judged in need until they resume
+    socket = "/run/vmreclaim-host/host.sock"  # the daemon's view for `top` (owner-only):
+                                      # the default for root, else
+                                      # $XDG_RUNTIME_DIR/vmreclaim/host.sock; "" for none
+    keep_balloons = false             # on SIGTERM/SIGINT, leave the balloons as they are;
+                                      # by default every balloon the daemon moved is given
+                                      # back (the guest's full RAM) before it exits
 
     [metrics]
     address = "127.0.0.1"             # Prometheus exposition; loopback unless you mean it
@@ -41,6 +50,7 @@ suffixes ("512M", "2G") or plain byte counts. An example with every key and its 
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import sys
@@ -53,6 +63,17 @@ from vmreclaim.errors import ConfigError, VmreclaimError
 from vmreclaim.units import parse_size
 
 MIB = 1 << 20
+
+
+STATS_PERIOD_S = 1.0
+"""The guest statistics period the QEMU and libvirt backends set (seconds): a guest reports
+no faster, so no threshold of staleness may be shorter than a few of these."""
+
+
+def max_stats_age(interval: float, stale_after: float) -> float:
+    """Seconds after which guest statistics are stale: `stale_after` polling intervals, or
+    statistics periods when those are longer (a 0.2 s poll still gets a report a second)."""
+    return stale_after * max(interval, STATS_PERIOD_S)
 
 
 def default_timeout(interval: float) -> float:
@@ -88,6 +109,8 @@ class PolicyConfig:
     default_minimum_bytes: int = 256 * MIB
     default_shares: int = 1000
     rules: tuple[VmRule, ...] = ()
+    max_stats_age_s: float = 3.0
+    """Guest statistics older than this make a VM neither shrunk nor judged in need."""
 
     def minimum_for(self, name: str, address: str = "") -> int:
         for rule in self.rules:
@@ -110,6 +133,13 @@ class HostConfig:
     interval: float = 1.0
     timeout: float = 0.5
     """Seconds a hypervisor has to answer one call."""
+    stale_after: float = 3.0
+    """Intervals (or statistics periods) after which guest statistics are stale; the policy
+    holds the same threshold in seconds (`policy.max_stats_age_s`)."""
+    socket: Path | None = None
+    """Where the daemon publishes its view for `top`; None for nowhere."""
+    keep_balloons: bool = False
+    """Leave balloons as they are when the daemon stops, instead of deflating them."""
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9848
     proc: Path = field(default=Path("/proc"))
@@ -129,6 +159,9 @@ _TOP_KEYS = {
     "firecracker",
     "interval",
     "timeout",
+    "stale_after",
+    "socket",
+    "keep_balloons",
     "proc",
     "metrics",
     "host",
@@ -206,6 +239,12 @@ class _Reader:
             raise self.fail(name, f"{value} is out of range", hint=f"allowed: {low} to {high}")
         return value
 
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.table.get(name, default)
+        if not isinstance(value, bool):
+            raise self.fail(name, f"expected true or false, got {value!r}")
+        return value
+
     def string(self, name: str, default: str | None) -> str | None:
         value = self.table.get(name, default)
         if value is not None and not isinstance(value, str):
@@ -263,11 +302,15 @@ def parse_config(data: Mapping[str, Any], path: str) -> HostConfig:
     )
     metrics = top.subtable("metrics")
     interval = _required(top.number("interval", 1.0, low=0.1, high=3600.0))
+    stale_after = _required(top.number("stale_after", 3.0, low=1.0, high=10**6))
     return HostConfig(
         path=path,
         qmp=qmp,
-        policy=policy,
+        policy=dataclasses.replace(policy, max_stats_age_s=max_stats_age(interval, stale_after)),
         interval=interval,
+        stale_after=stale_after,
+        socket=_socket(top),
+        keep_balloons=top.boolean("keep_balloons", False),
         timeout=_required(top.number("timeout", default_timeout(interval), low=0.01, high=600.0)),
         metrics_address=_required(metrics.string("address", "127.0.0.1")),
         metrics_port=metrics.integer("port", 9848, low=0, high=65535),
@@ -276,6 +319,15 @@ def parse_config(data: Mapping[str, Any], path: str) -> HostConfig:
         cloud_hypervisor=_string_list(top, "cloud_hypervisor", "API socket paths or globs"),
         firecracker=_string_list(top, "firecracker", "API socket paths or globs"),
     )
+
+
+def _socket(top: _Reader) -> Path | None:
+    from vmreclaim.host.view import default_socket_path
+
+    value = top.string("socket", None)
+    if value is None:
+        return default_socket_path()
+    return Path(value) if value else None
 
 
 def _string_list(top: _Reader, name: str, what: str) -> tuple[str, ...]:
@@ -316,6 +368,14 @@ def _rules(top: _Reader) -> tuple[VmRule, ...]:
             )
         )
     return tuple(rules)
+
+
+def with_stale_after(config: HostConfig, stale_after: float) -> HostConfig:
+    """The configuration with another staleness threshold (the command line's)."""
+    policy = dataclasses.replace(
+        config.policy, max_stats_age_s=max_stats_age(config.interval, stale_after)
+    )
+    return dataclasses.replace(config, stale_after=stale_after, policy=policy)
 
 
 def load_config(path: Path) -> HostConfig:

@@ -1,10 +1,11 @@
-"""Pure bookkeeping over a VM's samples: what it has returned since first seen, and its trend."""
+"""Pure bookkeeping over a VM's samples: what it has returned since first seen, its trend, and
+how old its guest statistics are."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vmreclaim.host.records import VmObservation, VmSample
+from vmreclaim.host.records import GuestStats, VmObservation, VmSample
 
 TREND_LENGTH = 20
 """Samples kept for the trend: 20 s at top's one-second refresh."""
@@ -17,6 +18,10 @@ class VmHistory:
     last_host_bytes: int | None
     returned_bytes: int
     trend: tuple[int, ...]
+    stats_figures: tuple[int | None, ...] | None = None
+    """The guest's last figures, for hypervisors that do not date them."""
+    stats_changed_at: float | None = None
+    """When those figures were first seen as they are."""
 
 
 def track(
@@ -32,11 +37,49 @@ def track(
         if history.last_host_bytes is not None and host < history.last_host_bytes:
             returned += history.last_host_bytes - host
         trend = (*trend, host)[-TREND_LENGTH:]
+    figures, changed_at = _undated_figures(history, sample.guest, now)
     updated = VmHistory(
         sample.pid,
         history.first_seen,
         host if host is not None else history.last_host_bytes,
         returned,
         trend,
+        figures,
+        changed_at,
     )
-    return updated, VmObservation(sample, history.first_seen, returned, trend, None)
+    age = _stats_age(sample.guest, changed_at, now)
+    return updated, VmObservation(sample, history.first_seen, returned, trend, None, age)
+
+
+def _undated_figures(
+    history: VmHistory, guest: GuestStats | None, now: float
+) -> tuple[tuple[int | None, ...] | None, float | None]:
+    """For statistics the hypervisor does not date: the figures, and when they last changed.
+    A live Linux guest's free memory and fault counters move between reports; figures that
+    stand still are as good as a guest that stopped reporting, and are treated so. Figures
+    seen once have no age until they change."""
+    if guest is None or guest.updated_at is not None:
+        return None, None
+    figures = (
+        guest.total_bytes,
+        guest.free_bytes,
+        guest.available_bytes,
+        guest.cache_bytes,
+        guest.major_faults,
+        guest.minor_faults,
+    )
+    if history.stats_figures is None:
+        return figures, None  # first sight: how old they are is unknown until they change
+    if figures == history.stats_figures:
+        return figures, history.stats_changed_at
+    return figures, now
+
+
+def _stats_age(guest: GuestStats | None, changed_at: float | None, now: float) -> float | None:
+    if guest is None:
+        return None
+    updated_at = guest.updated_at if guest.updated_at is not None else changed_at
+    if updated_at is None or updated_at <= 0:
+        return None  # the guest never reported
+    # A report stamped a little ahead of our clock (whole seconds, another clock) is new.
+    return max(0.0, now - updated_at)

@@ -26,6 +26,8 @@ class MetricsView:
     vms: tuple[VmObservation, ...]
     unreachable: int
     cycles: int
+    max_stats_age_s: float = 3.0
+    """Guest statistics older than this are stale (the policy's threshold)."""
 
 
 _VM_GAUGES: tuple[tuple[str, str], ...] = (
@@ -42,10 +44,16 @@ _VM_GAUGES: tuple[tuple[str, str], ...] = (
     ("host_unused_bytes", "Memory the host holds that the guest does not use"),
     ("returned_bytes", "Memory the VM returned to the host since first seen"),
     ("free_page_reporting", "1 when the balloon accepts free page reports"),
+    ("guest_stats_age_seconds", "Seconds since the guest last reported its statistics"),
+    (
+        "guest_stats_stale",
+        "1 when the guest's statistics are missing or older than the staleness threshold: "
+        "the VM is neither shrunk nor judged in need",
+    ),
 )
 
 
-def vm_values(vm: VmObservation) -> dict[str, float | None]:
+def vm_values(vm: VmObservation, max_stats_age_s: float) -> dict[str, float | None]:
     sample = vm.sample
     guest = sample.guest
     balloon = sample.balloon
@@ -64,6 +72,8 @@ def vm_values(vm: VmObservation) -> dict[str, float | None]:
         "host_unused_bytes": vm.host_unused_bytes,
         "returned_bytes": vm.returned_bytes,
         "free_page_reporting": None if reporting is None else float(reporting),
+        "guest_stats_age_seconds": vm.stats_age_s,
+        "guest_stats_stale": float(vm.stats_stale(max_stats_age_s)) if balloon else None,
     }
 
 
@@ -86,7 +96,7 @@ class _Collector:
             for name, text in _VM_GAUGES
         }
         for vm in view.vms:
-            for name, value in vm_values(vm).items():
+            for name, value in vm_values(vm, view.max_stats_age_s).items():
                 if value is not None:
                     families[name].add_metric([vm.sample.name, vm.sample.address], value)
         yield from families.values()

@@ -17,8 +17,10 @@ the unit tests and any simulator run the same law. Per cycle:
      below its minimum and never more than the guest's available memory above the margin;
    - grow: give back at most the same step a cycle, up to the full RAM.
 3. No action on incomplete data (MoM's rule): without host figures nothing moves; a VM without
-   fresh guest statistics is neither shrunk nor judged in need. Changes smaller than
-   `min_change` are ignored (MoM ignores changes under 0.25 %).
+   fresh guest statistics (none, or older than `max_stats_age_s`: a paused guest, a balloon
+   driver that stopped reporting) is neither shrunk nor judged in need; growing back, which
+   only gives memory, goes on. Changes smaller than `min_change` are ignored (MoM ignores
+   changes under 0.25 %).
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ def decide(observation: Observation, config: PolicyConfig, state: PolicyState) -
         return Decision(mode, (), PolicyState(mode, state.vms))
     host = observation.host
     assert host is not None
-    eligible = [vm for vm in observation.vms if _complete(vm)]
+    eligible = [vm for vm in observation.vms if _complete(vm, config)]
     total_shares = sum(config.shares_for(vm.sample.name, vm.sample.address) for vm in eligible) or 1
     shortfall = max(0, config.keep_available_bytes - host.available_bytes)
 
@@ -137,12 +139,12 @@ def decide(observation: Observation, config: PolicyConfig, state: PolicyState) -
     return Decision(mode, tuple(actions), PolicyState(mode, controls))
 
 
-def _complete(vm: VmObservation) -> bool:
+def _complete(vm: VmObservation, config: PolicyConfig) -> bool:
     guest = vm.sample.guest
     return (
         vm.sample.balloon is not None
         and guest is not None
-        and guest.updated_at > 0
+        and vm.stats_fresh(config.max_stats_age_s)
         and guest.available_bytes is not None
     )
 
@@ -172,7 +174,7 @@ def _next_target(
 def _emergency(vm: VmObservation, control: VmControl, config: PolicyConfig) -> str | None:
     """Why the guest needs its memory back now, or None."""
     guest = vm.sample.guest
-    if not _complete(vm) or guest is None or guest.available_bytes is None:
+    if not _complete(vm, config) or guest is None or guest.available_bytes is None:
         return None
     if guest.available_bytes < config.guest_available_margin_bytes:
         return "guest available memory under the margin"
@@ -183,7 +185,12 @@ def _emergency(vm: VmObservation, control: VmControl, config: PolicyConfig) -> s
 def _shrink(vm: VmObservation, current: int, minimum: int, config: PolicyConfig, share: int) -> int:
     balloon = vm.sample.balloon
     guest = vm.sample.guest
-    if not _complete(vm) or balloon is None or guest is None or guest.available_bytes is None:
+    if (
+        not _complete(vm, config)
+        or balloon is None
+        or guest is None
+        or guest.available_bytes is None
+    ):
         return current  # no fresh guest figures: no action
     step = max_step(balloon.ram_bytes, config)
     # PSI alone (MemAvailable above the threshold) gives no amount: take the full step.

@@ -13,8 +13,10 @@ class GuestStats:
     """What the guest's balloon driver reports (virtio-balloon stats queue). QEMU keeps -1 (as
     2**64 - 1) for a statistic the guest never sent; those become None here."""
 
-    updated_at: float
-    """The guest's last report, host wall-clock seconds; 0 when it never reported."""
+    updated_at: float | None
+    """The guest's last report, host wall-clock seconds; 0 when it never reported; None when
+    the hypervisor does not say when (Firecracker): the fleet then dates the figures by when
+    it last saw them change (history.track)."""
     total_bytes: int | None
     free_bytes: int | None
     available_bytes: int | None
@@ -74,6 +76,17 @@ class VmObservation:
     """The last host footprints, oldest first."""
     balloon_target_bytes: int | None
     """The last target this process set; QEMU has no query for the target, only for `actual`."""
+    stats_age_s: float | None = None
+    """Seconds from the guest's last statistics report to this poll; None when there are no
+    statistics or the guest never reported."""
+
+    def stats_fresh(self, max_age_s: float) -> bool:
+        """Whether the guest's statistics are recent enough to act on."""
+        return self.stats_age_s is not None and self.stats_age_s <= max_age_s
+
+    def stats_stale(self, max_age_s: float) -> bool:
+        """The VM has a balloon whose guest statistics are missing or too old to act on."""
+        return self.sample.balloon is not None and not self.stats_fresh(max_age_s)
 
     @property
     def host_unused_bytes(self) -> int | None:

@@ -15,6 +15,7 @@ connect with the reason, so it shows among the unreachable VMs like a dead socke
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from vmreclaim.host.backends.libvirt import LibvirtHub
 
 CLOUD_HYPERVISOR = "cloud-hypervisor:"
+_GLOB_CHARS = frozenset("*?[")
 FIRECRACKER = "firecracker:"
 
 
@@ -44,6 +46,35 @@ class SourceList:
 
     def __bool__(self) -> bool:
         return bool(self.qmp or self.libvirt or self.cloud_hypervisor or self.firecracker)
+
+    def covers(self, address: str) -> bool:
+        """Whether a VM's address (as VmSources names it) is one of these sources."""
+        if address.startswith("libvirt:"):
+            return any(
+                address == f"libvirt:{uri}" or address.startswith(f"libvirt:{uri}#")
+                for uri in self.libvirt
+            )
+        for prefix, patterns in (
+            (CLOUD_HYPERVISOR, self.cloud_hypervisor),
+            (FIRECRACKER, self.firecracker),
+        ):
+            if address.startswith(prefix):
+                path = address.removeprefix(prefix)
+                return any(fnmatch.fnmatchcase(path, pattern) for pattern in patterns)
+        return any(fnmatch.fnmatchcase(address, pattern) for pattern in self.qmp)
+
+    def literal_addresses(self) -> list[str]:
+        """The addresses named without a glob (libvirt URIs stand for many VMs: none)."""
+        return [
+            prefix + path
+            for prefix, paths in (
+                ("", self.qmp),
+                (CLOUD_HYPERVISOR, self.cloud_hypervisor),
+                (FIRECRACKER, self.firecracker),
+            )
+            for path in paths
+            if not _GLOB_CHARS & set(path)
+        ]
 
 
 class _Failed:

@@ -1,19 +1,23 @@
 """`vmreclaim top`: every VM's footprint on the host beside what its guest uses.
 
-`snapshot_json` is the machine-readable shape (`--once --json`); `render_table` the rich view.
-Both take observations, so neither does I/O.
+`snapshot_json` is the machine-readable shape (`--once --json`, and the view a daemon publishes
+for `top` beside it); `view_from_json` turns it back into records; `render_table` is the rich
+view. None of them does I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vmreclaim.host.fleet import Fleet, FleetPoll
-from vmreclaim.host.records import HostMemory, VmObservation
+from vmreclaim.errors import HostError
+from vmreclaim.host.fleet import Fleet, FleetPoll, VmFailure
+from vmreclaim.host.records import BalloonState, GuestStats, HostMemory, VmObservation, VmSample
+from vmreclaim.qemu.footprint import Footprint
 from vmreclaim.units import format_size
 
 if TYPE_CHECKING:
@@ -22,7 +26,7 @@ if TYPE_CHECKING:
 _SPARKS = "▁▂▃▄▅▆▇█"
 
 
-def vm_json(vm: VmObservation) -> dict[str, Any]:
+def vm_json(vm: VmObservation, max_stats_age_s: float) -> dict[str, Any]:
     sample = vm.sample
     balloon = sample.balloon
     guest = sample.guest
@@ -45,6 +49,8 @@ def vm_json(vm: VmObservation) -> dict[str, Any]:
         if guest is None
         else {
             "updated_at": guest.updated_at,
+            "age_s": vm.stats_age_s,
+            "stale": vm.stats_stale(max_stats_age_s),
             "total_bytes": guest.total_bytes,
             "used_bytes": guest.used_bytes,
             "free_bytes": guest.free_bytes,
@@ -58,9 +64,12 @@ def vm_json(vm: VmObservation) -> dict[str, Any]:
     }
 
 
-def snapshot_json(poll: FleetPoll, host: HostMemory | None, now: float) -> dict[str, Any]:
+def snapshot_json(
+    poll: FleetPoll, host: HostMemory | None, now: float, max_stats_age_s: float
+) -> dict[str, Any]:
     return {
         "time": now,
+        "stale_after_s": max_stats_age_s,
         "host": None
         if host is None
         else {
@@ -68,12 +77,89 @@ def snapshot_json(poll: FleetPoll, host: HostMemory | None, now: float) -> dict[
             "available_bytes": host.available_bytes,
             "memory_pressure_some_avg10": host.psi_some_avg10,
         },
-        "vms": [vm_json(vm) for vm in poll.vms],
+        "vms": [vm_json(vm, max_stats_age_s) for vm in poll.vms],
         "unreachable": [
             {"address": failure.address, "error": failure.error, "hung": failure.hung}
             for failure in poll.unreachable
         ],
     }
+
+
+@dataclass(frozen=True)
+class PublishedView:
+    """A daemon's view (view.py), back in records: what `top` renders beside `host run`."""
+
+    taken_at: float
+    host: HostMemory | None
+    poll: FleetPoll
+    max_stats_age_s: float
+
+
+def view_from_json(view: Mapping[str, Any]) -> PublishedView:
+    """The inverse of `snapshot_json`, for the table. Raises HostError on another shape."""
+    try:
+        host = view["host"]
+        return PublishedView(
+            taken_at=float(view["time"]),
+            host=None
+            if host is None
+            else HostMemory(
+                host["total_bytes"],
+                host["available_bytes"],
+                host["memory_pressure_some_avg10"],
+                None,
+            ),
+            poll=FleetPoll(
+                tuple(_observation(entry, float(view["time"])) for entry in view["vms"]),
+                tuple(
+                    VmFailure(entry["address"], entry["error"], bool(entry["hung"]))
+                    for entry in view["unreachable"]
+                ),
+            ),
+            max_stats_age_s=float(view["stale_after_s"]),
+        )
+    except (KeyError, TypeError, ValueError) as err:
+        raise HostError(f"the daemon's view is not what this top reads: {err!r}") from err
+
+
+def _observation(entry: Mapping[str, Any], taken_at: float) -> VmObservation:
+    balloon = entry["balloon"]
+    guest = entry["guest"]
+    footprint = (
+        None
+        if entry["rss_bytes"] is None
+        else Footprint(taken_at, entry["rss_bytes"], entry["guest_ram_bytes"])
+    )
+    sample = VmSample(
+        name=entry["name"],
+        address=entry["address"],
+        pid=entry["pid"],
+        footprint=footprint,
+        balloon=None
+        if balloon is None
+        else BalloonState(
+            balloon["ram_bytes"], balloon["actual_bytes"], entry["free_page_reporting"]
+        ),
+        guest=None
+        if guest is None
+        else GuestStats(
+            updated_at=guest["updated_at"],
+            total_bytes=guest["total_bytes"],
+            free_bytes=guest["free_bytes"],
+            available_bytes=guest["available_bytes"],
+            cache_bytes=guest["cache_bytes"],
+            major_faults=guest["major_faults"],
+            minor_faults=None,
+        ),
+    )
+    return VmObservation(
+        sample,
+        first_seen=taken_at,
+        returned_bytes=entry["returned_bytes"],
+        trend=tuple(entry["trend"]),
+        balloon_target_bytes=balloon["target_bytes"] if balloon else None,
+        stats_age_s=guest["age_s"] if guest else None,
+    )
 
 
 def sparkline(values: Sequence[int], width: int = 10) -> str:
@@ -91,7 +177,18 @@ def _size(value: int | None) -> str:
     return "-" if value is None else format_size(value)
 
 
-def render_table(poll: FleetPoll, host: HostMemory | None) -> Table:
+def stats_age_text(vm: VmObservation, max_stats_age_s: float) -> str:
+    """How old the guest's figures are: `1 s`, or red `stale 12 s` (`stale` when the guest
+    never reported); `-` for a VM without a balloon, which has no statistics to go stale."""
+    if vm.sample.balloon is None:
+        return "-"
+    age = "" if vm.stats_age_s is None else f" {vm.stats_age_s:.0f} s"
+    if vm.stats_stale(max_stats_age_s):
+        return f"[red]stale{age}[/red]"
+    return age.strip()
+
+
+def render_table(poll: FleetPoll, host: HostMemory | None, max_stats_age_s: float) -> Table:
     from rich.table import Table
 
     title = "vmreclaim top"
@@ -109,6 +206,7 @@ def render_table(poll: FleetPoll, host: HostMemory | None) -> Table:
         "guest used",
         "cache",
         "free",
+        "stats age",
         "balloon target/actual",
         "reporting",
         "held unused",
@@ -128,6 +226,7 @@ def render_table(poll: FleetPoll, host: HostMemory | None) -> Table:
             _size(guest.used_bytes if guest else None),
             _size(guest.cache_bytes if guest else None),
             _size(guest.free_bytes if guest else None),
+            stats_age_text(vm, max_stats_age_s),
             f"{_size(vm.balloon_target_bytes)} / {actual}",
             "-" if reporting is None else "[green]on[/green]" if reporting else "[red]off[/red]",
             _size(vm.host_unused_bytes),
@@ -136,9 +235,7 @@ def render_table(poll: FleetPoll, host: HostMemory | None) -> Table:
         )
     for failure in poll.unreachable:
         state = "hung" if failure.hung else "unreachable"
-        table.add_row(
-            f"[red]{failure.address}[/red]", state, "", "", "", "", "", "", "", failure.error[:60]
-        )
+        table.add_row(f"[red]{failure.address}[/red]", state, *[""] * 8, failure.error[:60])
     return table
 
 
@@ -150,17 +247,14 @@ async def poll_once(fleet: Fleet, wait_for_stats: float) -> FleetPoll:
     while True:
         poll = await fleet.poll()
         waiting = [
-            vm
-            for vm in poll.vms
-            if vm.sample.balloon is not None
-            and (vm.sample.guest is None or vm.sample.guest.updated_at <= 0)
+            vm for vm in poll.vms if vm.sample.balloon is not None and vm.stats_age_s is None
         ]
         if not waiting or time.monotonic() >= deadline:
             return poll
         await asyncio.sleep(0.5)
 
 
-async def run_live(fleet: Fleet, interval: float, proc: Path) -> None:
+async def run_live(fleet: Fleet, interval: float, proc: Path, max_stats_age_s: float) -> None:
     from rich.live import Live
 
     from vmreclaim.host.hostmem import read_host_memory
@@ -169,5 +263,6 @@ async def run_live(fleet: Fleet, interval: float, proc: Path) -> None:
     with Live(auto_refresh=False, screen=False) as live:
         while True:
             poll = await fleet.poll()
-            live.update(render_table(poll, read_host_memory(proc)), refresh=True)
+            table = render_table(poll, read_host_memory(proc), max_stats_age_s)
+            live.update(table, refresh=True)
             await asyncio.sleep(interval)

@@ -91,9 +91,12 @@ class StatKeys:
     """The value that means "the guest never sent it" (QEMU: -1 as an unsigned 64-bit)."""
 
 
-def guest_stats_from(stats: Mapping[str, object], keys: StatKeys, updated_at: float) -> GuestStats:
+def guest_stats_from(
+    stats: Mapping[str, object], keys: StatKeys, updated_at: float | None
+) -> GuestStats:
     """The statistics as a record: a value that is missing, negative, not a whole number or
-    the hypervisor's "unknown" becomes None, never zero."""
+    the hypervisor's "unknown" becomes None, never zero. `updated_at` is None when the
+    hypervisor does not say when the guest sent them."""
 
     def number(key: str) -> int | None:
         value = stats.get(key)

@@ -26,7 +26,6 @@ no Cloud Hypervisor binary is packaged for the project's machines.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +127,7 @@ class CloudHypervisorVm(HttpVmm):
                 balloon = BalloonState(self._ram_bytes, actual, self._reporting)
             if stats is not None:
                 updated_ms = stats.get("last_update")
-                updated = updated_ms / 1000 if isinstance(updated_ms, int) else time.time()
+                updated = updated_ms / 1000 if isinstance(updated_ms, int) else None
                 guest = guest_stats(stats.get("stats"), updated)
         return balloon, guest
 

@@ -12,8 +12,10 @@ are MiB, the guest's statistics bytes.
   statistics are set with `PUT /balloon` before boot and cannot be turned on afterwards.
 - `GET /balloon/statistics` -> BalloonStats {target_mib, actual_mib, total_memory,
   free_memory, available_memory, disk_caches, major_faults, minor_faults, ...}; 400 when
-  statistics were not enabled before boot. It carries no timestamp: a sample that has
-  statistics is stamped with the time it was read.
+  statistics were not enabled before boot. It carries no timestamp, and nothing else in the
+  API dates the guest's last report (InstanceInfo's `state` says Paused, not that a running
+  guest's driver stopped): the statistics go out undated (`updated_at` None) and the fleet
+  dates them by when their figures last changed (history.track).
 - `PATCH /balloon` with BalloonUpdate {amount_mib}: the balloon's target, so the guest keeps
   RAM minus that.
 
@@ -25,8 +27,6 @@ packaged for the project's machines.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,6 @@ class FirecrackerVm(HttpVmm):
         timeout: float = DEFAULT_TIMEOUT,
         exact_footprint_every: float = 30.0,
         calls: BlockingCalls | None = None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(
             socket_path,
@@ -63,7 +62,6 @@ class FirecrackerVm(HttpVmm):
             exact_footprint_every=exact_footprint_every,
             calls=calls,
         )
-        self._clock = clock
         self._stats_enabled = False
 
     async def _connect(self) -> None:
@@ -118,7 +116,7 @@ class FirecrackerVm(HttpVmm):
                 stats = None
             if stats is not None and isinstance(stats.get("actual_mib"), int):
                 actual_mib = stats["actual_mib"]
-                guest = guest_stats(stats, self._clock())
+                guest = guest_stats(stats, None)
             else:
                 # Also the liveness check when there are no statistics. Without them the
                 # balloon's held size is unknown: its target stands in for it.

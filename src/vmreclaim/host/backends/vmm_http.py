@@ -138,7 +138,7 @@ def _fault(text: str) -> str:
     return text[:500]
 
 
-def guest_stats(stats: Any, updated_at: float) -> GuestStats | None:
+def guest_stats(stats: Any, updated_at: float | None) -> GuestStats | None:
     """The virtio-balloon statistics as both VMMs name them. A statistic the guest never sent
     is missing from the JSON and becomes None."""
     if not isinstance(stats, dict):
