@@ -80,3 +80,13 @@ def no_qemu_survives_the_suite() -> Iterator[None]:
     yield
     left = lab_qemu_pids() - before
     assert not left, f"lab QEMU processes survived the test suite: {sorted(left)}"
+
+
+@pytest.fixture(autouse=True)
+def _private_daemon_socket(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """In-process `top` and `host run` use a socket of the test's own, not the one a real
+    daemon on this machine may be serving at /run/vmreclaim-host/host.sock."""
+    from vmreclaim.host import view
+
+    socket = tmp_path_factory.mktemp("run") / view.SOCKET_NAME
+    monkeypatch.setattr(view, "default_socket_path", lambda: socket)
