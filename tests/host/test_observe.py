@@ -95,3 +95,13 @@ def test_a_vm_no_longer_observed_has_no_metrics() -> None:
     after = [s for family in collector.collect() for s in family.samples if s.labels.get("vm")]
     assert before
     assert after == []
+
+
+def test_counters_are_exported_as_counters_ending_in_total() -> None:
+    collector = _Collector()
+    _, observation = track(None, sample(1000), 0.0)
+    collector.publish(MetricsView(None, "hold", (observation,), 0, 5))
+    kinds = {point.name: family.type for family in collector.collect() for point in family.samples}
+    assert kinds["vmreclaim_vm_returned_bytes_total"] == "counter"
+    assert kinds["vmreclaim_cycles_total"] == "counter"
+    assert all(kind == "gauge" for name, kind in kinds.items() if not name.endswith("_total"))

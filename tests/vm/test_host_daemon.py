@@ -133,7 +133,7 @@ def test_a_short_host_shrinks_the_balloon_in_bounded_steps(setup: Setup) -> None
         metrics = setup.metrics()
         target = metrics.get(("vmreclaim_vm_balloon_target_bytes", str(setup.big.qmp_socket)))
         if target is not None:
-            seen.append((metrics[("vmreclaim_cycles", "")], target))
+            seen.append((metrics[("vmreclaim_cycles_total", "")], target))
         return target == BIG_MINIMUM
 
     assert wait_until(reached_minimum, 90, interval=0.3), (seen, setup.log_text()[-3000:])
@@ -172,8 +172,8 @@ def test_a_guest_that_needs_memory_gets_its_balloon_deflated(setup: Setup) -> No
 def test_kill_9_of_one_vm_leaves_the_others_served(setup: Setup) -> None:
     os.kill(setup.small.pid, signal.SIGKILL)
     assert wait_until(lambda: setup.vm_metric("host_bytes", setup.small) is None, 20)
-    cycles = setup.metrics()[("vmreclaim_cycles", "")]
-    assert wait_until(lambda: setup.metrics()[("vmreclaim_cycles", "")] >= cycles + 2, 10)
+    cycles = setup.metrics()[("vmreclaim_cycles_total", "")]
+    assert wait_until(lambda: setup.metrics()[("vmreclaim_cycles_total", "")] >= cycles + 2, 10)
     assert setup.vm_metric("host_bytes", setup.big) is not None
     assert setup.daemon.poll() is None
     assert f"lost VM vmreclaim-lab ({setup.small.qmp_socket})" in setup.log_text()

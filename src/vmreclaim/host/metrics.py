@@ -3,12 +3,17 @@
 A custom collector renders the last published `MetricsView` at scrape time, so a VM that is no
 longer observed has no series at all: its metrics go away with it, with no stale gauges to
 remove by hand. Binds to 127.0.0.1 unless the configuration says otherwise.
+
+Names follow Prometheus conventions: counters end in `_total` and are typed counter, amounts are
+`_bytes`, times `_seconds`, shares `_ratio` (0-1). The rules and the Grafana dashboard that
+read them are in deploy/prometheus/ and docs/grafana/; tests/host/test_prometheus.py checks
+every name they use against this module.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,27 +35,40 @@ class MetricsView:
     """Guest statistics older than this are stale (the policy's threshold)."""
 
 
-_VM_GAUGES: tuple[tuple[str, str], ...] = (
-    ("host_bytes", "Guest RAM resident on the host (RSS if the mapping is unknown)"),
-    ("rss_bytes", "Resident set of the VM's process"),
-    ("balloon_actual_bytes", "Guest size as the balloon sees it"),
-    ("balloon_target_bytes", "Balloon target set by this daemon"),
-    ("ram_bytes", "Configured RAM of the VM"),
-    ("guest_available_bytes", "MemAvailable reported by the guest"),
-    ("guest_free_bytes", "Free memory reported by the guest"),
-    ("guest_cache_bytes", "Page cache reported by the guest"),
-    ("guest_used_bytes", "Guest memory neither free nor cache"),
-    ("guest_major_faults", "Major faults in the guest since boot"),
-    ("host_unused_bytes", "Memory the host holds that the guest does not use"),
-    ("returned_bytes", "Memory the VM returned to the host since first seen"),
-    ("free_page_reporting", "1 when the balloon accepts free page reports"),
-    ("guest_stats_age_seconds", "Seconds since the guest last reported its statistics"),
+GAUGE = "gauge"
+COUNTER = "counter"
+
+_VM_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("host_bytes", GAUGE, "Guest RAM resident on the host (RSS if the mapping is unknown)"),
+    ("rss_bytes", GAUGE, "Resident set of the VM's process"),
+    ("balloon_actual_bytes", GAUGE, "Guest size as the balloon sees it"),
+    ("balloon_target_bytes", GAUGE, "Balloon target set by this daemon"),
+    ("ram_bytes", GAUGE, "Configured RAM of the VM"),
+    ("guest_available_bytes", GAUGE, "MemAvailable reported by the guest"),
+    ("guest_free_bytes", GAUGE, "Free memory reported by the guest"),
+    ("guest_cache_bytes", GAUGE, "Page cache reported by the guest"),
+    ("guest_used_bytes", GAUGE, "Guest memory neither free nor cache"),
+    ("guest_major_faults_total", COUNTER, "Major faults in the guest since it booted"),
+    ("host_unused_bytes", GAUGE, "Memory the host holds that the guest does not use"),
+    (
+        "returned_bytes_total",
+        COUNTER,
+        "Memory the VM returned to the host since this daemon first saw its process",
+    ),
+    ("free_page_reporting", GAUGE, "1 when the balloon accepts free page reports"),
+    ("guest_stats_age_seconds", GAUGE, "Seconds since the guest last reported its statistics"),
     (
         "guest_stats_stale",
+        GAUGE,
         "1 when the guest's statistics are missing or older than the staleness threshold: "
         "the VM is neither shrunk nor judged in need",
     ),
 )
+"""Per-VM metrics, each named `vmreclaim_vm_<name>` with the labels `vm` and `address`.
+Counters end in `_total` and start again from 0 with a new VM process (a restarted guest, a
+new QEMU), which Prometheus' rate() and increase() treat as a counter reset."""
+
+VM_LABELS = ("vm", "address")
 
 
 def vm_values(vm: VmObservation, max_stats_age_s: float) -> dict[str, float | None]:
@@ -68,13 +86,44 @@ def vm_values(vm: VmObservation, max_stats_age_s: float) -> dict[str, float | No
         "guest_free_bytes": guest.free_bytes if guest else None,
         "guest_cache_bytes": guest.cache_bytes if guest else None,
         "guest_used_bytes": guest.used_bytes if guest else None,
-        "guest_major_faults": guest.major_faults if guest else None,
+        "guest_major_faults_total": guest.major_faults if guest else None,
         "host_unused_bytes": vm.host_unused_bytes,
-        "returned_bytes": vm.returned_bytes,
+        "returned_bytes_total": vm.returned_bytes,
         "free_page_reporting": None if reporting is None else float(reporting),
         "guest_stats_age_seconds": vm.stats_age_s,
         "guest_stats_stale": float(vm.stats_stale(max_stats_age_s)) if balloon else None,
     }
+
+
+def _family(name: str, kind: str, text: str, labels: Sequence[str] = ()) -> Any:
+    """A metric family of `kind`; a counter's `_total` is added back by prometheus_client."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    if kind == COUNTER:
+        return CounterMetricFamily(name, text, labels=labels)
+    return GaugeMetricFamily(name, text, labels=labels)
+
+
+def _host_values(view: MetricsView) -> tuple[tuple[str, str, str, float | None], ...]:
+    host = view.host
+    pressure = host.psi_some_avg10 if host else None
+    return (
+        (
+            "host_available_bytes",
+            GAUGE,
+            "Host MemAvailable",
+            host.available_bytes if host else None,
+        ),
+        (
+            "host_memory_pressure_some_avg10_ratio",
+            GAUGE,
+            "Share of the last 10 s in which some task stalled on memory (PSI some avg10, 0-1)",
+            None if pressure is None else pressure / 100,
+        ),
+        ("vms", GAUGE, "VMs answering", len(view.vms)),
+        ("vms_unreachable", GAUGE, "VM sockets that do not answer", view.unreachable),
+        ("cycles_total", COUNTER, "Control cycles run", view.cycles),
+    )
 
 
 class _Collector:
@@ -92,29 +141,19 @@ class _Collector:
         with self._lock:
             view = self._view
         families = {
-            name: GaugeMetricFamily(f"vmreclaim_vm_{name}", text, labels=["vm", "address"])
-            for name, text in _VM_GAUGES
+            name: _family(f"vmreclaim_vm_{name}", kind, text, VM_LABELS)
+            for name, kind, text in _VM_METRICS
         }
         for vm in view.vms:
             for name, value in vm_values(vm, view.max_stats_age_s).items():
                 if value is not None:
                     families[name].add_metric([vm.sample.name, vm.sample.address], value)
         yield from families.values()
-        host = view.host
-        scalars: tuple[tuple[str, str, float | None], ...] = (
-            ("host_available_bytes", "Host MemAvailable", host.available_bytes if host else None),
-            (
-                "host_memory_pressure_some_avg10",
-                "Host memory PSI some avg10 (%)",
-                host.psi_some_avg10 if host else None,
-            ),
-            ("vms", "VMs answering", len(view.vms)),
-            ("vms_unreachable", "VM sockets that do not answer", view.unreachable),
-            ("cycles", "Control cycles run", view.cycles),
-        )
-        for name, text, value in scalars:
+        for name, kind, text, value in _host_values(view):
             if value is not None:
-                yield GaugeMetricFamily(f"vmreclaim_{name}", text, value=float(value))
+                family = _family(f"vmreclaim_{name}", kind, text)
+                family.add_metric([], float(value))
+                yield family
         mode = GaugeMetricFamily("vmreclaim_policy_mode", "Current policy mode", labels=["mode"])
         mode.add_metric([view.mode], 1.0)
         yield mode
