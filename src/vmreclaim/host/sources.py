@@ -11,6 +11,10 @@ their kind: a QMP socket is its plain path (as before), the others carry a prefi
 
 A libvirt URI that cannot be listed appears as the bare `libvirt:URI`, whose backend fails to
 connect with the reason, so it shows among the unreachable VMs like a dead socket does.
+
+With nothing named, a `Discovery` (discovery.py) finds the host's VMs instead, and what it
+found but cannot use is kept in `not_watched`, each with the reason, rather than shown as
+unreachable: nobody asked for those.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vmreclaim.errors import HostError
+from vmreclaim.errors import HostError, VmreclaimError
 from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, VmBackend
 from vmreclaim.host.backends.threads import BlockingCalls
+from vmreclaim.host.discovery import Discovery, Found
 from vmreclaim.host.fleet import discover
 from vmreclaim.host.records import VmSample
 
@@ -111,9 +116,18 @@ class VmSources:
     thread when it is reconnected: close it."""
 
     def __init__(
-        self, sources: SourceList, proc: Path = Path("/proc"), *, timeout: float = DEFAULT_TIMEOUT
+        self,
+        sources: SourceList,
+        proc: Path = Path("/proc"),
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        discovery: Discovery | None = None,
     ) -> None:
         self.sources = sources
+        self.discovery = discovery
+        """Finds the VMs when `sources` names none."""
+        self.not_watched: tuple[Found, ...] = ()
+        """What discovery found but cannot use, with the reasons (as of the last discover)."""
         self._proc = proc
         self.timeout = timeout
         """Seconds a hypervisor has to answer one call."""
@@ -130,6 +144,8 @@ class VmSources:
 
     async def discover(self, _sources: Sequence[str] = ()) -> list[str]:
         """Every address to watch now. (The fleet passes its own sources; these are ours.)"""
+        if self.discovery is not None:
+            return await self._discovered(self.discovery)
         addresses = discover(self.sources.qmp)
         addresses += [CLOUD_HYPERVISOR + path for path in discover(self.sources.cloud_hypervisor)]
         addresses += [FIRECRACKER + path for path in discover(self.sources.firecracker)]
@@ -138,6 +154,32 @@ class VmSources:
             self._libvirt_failures = failures
             addresses += found
             addresses += [f"libvirt:{uri}" for uri in failures]
+        return addresses
+
+    async def _discovered(self, discovery: Discovery) -> list[str]:
+        """The QMP sockets discovery found, and the domains of the local libvirt URIs that
+        answer; a URI that does not is not watched, with its reason, and so are the QEMUs
+        libvirt started unless some URI answers for them."""
+        found = await discovery.scan()
+        addresses = list(found.qmp)
+        not_watched = list(found.not_watched)
+        answered = False
+        if found.libvirt:
+            failures: dict[str, VmreclaimError]
+            try:
+                domains, listed = await self._libvirt_hub().discover(list(found.libvirt))
+                failures = dict(listed)
+            except VmreclaimError as err:  # libvirt-python missing
+                domains, failures = [], dict.fromkeys(found.libvirt, err)
+            addresses += domains
+            answered = len(failures) < len(found.libvirt)
+            not_watched += [
+                Found(f"libvirt:{uri}", "libvirt's socket", reason=error.message)
+                for uri, error in failures.items()
+            ]
+        if not answered:
+            not_watched += found.libvirt_processes
+        self.not_watched = tuple(not_watched)
         return addresses
 
     def backend(self, address: str) -> VmBackend:
