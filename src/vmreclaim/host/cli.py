@@ -16,7 +16,7 @@ from vmreclaim.errors import HostError, UsageError, VmreclaimError
 
 if TYPE_CHECKING:
     from vmreclaim.host.fleet import Fleet
-    from vmreclaim.host.sources import SourceList
+    from vmreclaim.host.sources import SourceList, VmSources
 
 EXIT_SOME_FAILED = 4
 """`top --once`: some VMs answered, some did not. (1 is "none did", 2 a usage error and 3 a
@@ -201,6 +201,7 @@ def _sources(args: argparse.Namespace) -> SourceList:
 
 def _top(args: argparse.Namespace) -> int:
     from vmreclaim.host.config import default_timeout, load_config, max_stats_age
+    from vmreclaim.host.discovery import Discovery
     from vmreclaim.host.fleet import Fleet
     from vmreclaim.host.sources import SourceList, VmSources
     from vmreclaim.host.top import run_live
@@ -233,16 +234,12 @@ def _top(args: argparse.Namespace) -> int:
         shown = _top_beside_daemon(args, args.socket or socket, sources, timeout)
         if shown is not None:
             return shown
-    if not sources:
-        raise UsageError(
-            "no VMs to watch",
-            hint="name them with --qmp SOCKET, --libvirt URI, --cloud-hypervisor SOCKET or "
-            "--firecracker SOCKET, or give --config FILE (or run `vmreclaim host run`, whose "
-            "view top shows)",
-        )
     # Connection news is for the daemon's log; top shows it in its table or fails with it.
     logging.getLogger("vmreclaim.host.fleet").setLevel(logging.ERROR)
-    vm_sources = VmSources(sources, proc, timeout=timeout)
+    logging.getLogger("vmreclaim.host.discovery").setLevel(logging.WARNING)
+    # Nothing named: every VM on the host that can be watched.
+    discovery = None if sources else Discovery(proc, timeout=timeout)
+    vm_sources = VmSources(sources, proc, timeout=timeout, discovery=discovery)
     fleet = Fleet(
         sources.qmp,
         vm_sources.backend,
@@ -253,8 +250,8 @@ def _top(args: argparse.Namespace) -> int:
     async def run() -> int:
         try:
             if args.once:
-                return await _top_once(fleet, args, proc, max_age)
-            await run_live(fleet, args.interval, proc, max_age)
+                return await _top_once(fleet, vm_sources, args, proc, max_age)
+            await run_live(fleet, args.interval, proc, max_age, lambda: vm_sources.not_watched)
             return 0
         finally:
             await fleet.close()
@@ -296,20 +293,37 @@ def _check_stale_after(stale_after: float | None) -> None:
         )
 
 
-async def _top_once(fleet: Fleet, args: argparse.Namespace, proc: Path, max_age: float) -> int:
+async def _top_once(
+    fleet: Fleet, vm_sources: VmSources, args: argparse.Namespace, proc: Path, max_age: float
+) -> int:
     """Print one snapshot of every VM, those that failed included, and say by the exit
-    status whether all, some or none of them answered."""
+    status whether all, some or none of them answered. VMs that discovery found but cannot
+    use are listed with the reason and count as neither."""
     from vmreclaim.host.hostmem import read_host_memory
-    from vmreclaim.host.top import poll_once, render_table, snapshot_json
+    from vmreclaim.host.top import not_watched_json, poll_once, render_table, snapshot_json
 
     poll = await poll_once(fleet, args.wait)
     host = read_host_memory(proc)
+    not_watched = vm_sources.not_watched
     if args.json:
-        print(json.dumps(snapshot_json(poll, host, time.time(), max_age), indent=2))
+        snapshot = snapshot_json(poll, host, time.time(), max_age)
+        if vm_sources.discovery is not None:
+            snapshot["not_watched"] = not_watched_json(not_watched)
+        print(json.dumps(snapshot, indent=2))
     else:
         from rich.console import Console
 
-        Console().print(render_table(poll, host, max_age))
+        Console().print(render_table(poll, host, max_age, not_watched))
+    for entry in not_watched:
+        who = f"{entry.name} (pid {entry.pid}, {entry.address})" if entry.pid else entry.address
+        print(f"vmreclaim: not watching {who}: {entry.reason}", file=sys.stderr)
+    if vm_sources.discovery is not None and not (poll.vms or poll.unreachable or not_watched):
+        print(
+            "vmreclaim: found no VM on this host (QEMU command lines, Proxmox's and Ganeti's "
+            "socket folders, local libvirt); name them with --qmp, --libvirt, "
+            "--cloud-hypervisor or --firecracker",
+            file=sys.stderr,
+        )
     if not poll.unreachable:
         return 0
     if not poll.vms:
@@ -331,6 +345,7 @@ async def _top_once(fleet: Fleet, args: argparse.Namespace, proc: Path, max_age:
 def _host_run(args: argparse.Namespace) -> int:
     from vmreclaim.host.config import load_config, with_stale_after
     from vmreclaim.host.daemon import describe, run_daemon
+    from vmreclaim.host.discovery import Discovery
     from vmreclaim.host.sources import SourceList, VmSources
 
     config = load_config(args.config)
@@ -344,16 +359,14 @@ def _host_run(args: argparse.Namespace) -> int:
     if args.check:
         print(describe(config), file=sys.stdout)
         return 0
-    if not config.has_vms:
-        raise UsageError(
-            f"{args.config}: no VMs to steer",
-            hint='list QMP sockets or globs, e.g. qmp = ["/run/vms/*.qmp"], or libvirt URIs, '
-            'e.g. libvirt = ["qemu:///system"]',
-        )
+    # No VMs in the configuration: every VM on the host that can be watched, found again
+    # as they come and go.
+    discovery = None if config.has_vms else Discovery(config.proc, timeout=config.timeout)
     vm_sources = VmSources(
         SourceList(config.qmp, config.libvirt, config.cloud_hypervisor, config.firecracker),
         config.proc,
         timeout=config.timeout,
+        discovery=discovery,
     )
     try:
         run_daemon(config, vm_sources.backend, vm_sources.discover)

@@ -7,6 +7,8 @@ suffixes ("512M", "2G") or plain byte counts. An example with every key and its 
     libvirt = ["qemu:///system"]      # libvirt URIs: every running domain on each
     cloud_hypervisor = []             # Cloud Hypervisor API sockets (--api-socket), or globs
     firecracker = []                  # Firecracker API sockets (--api-sock), or globs
+                                      # none of the four: every VM found on the host
+                                      # (discovery.py)
     interval = 1.0                    # seconds between polls
     timeout = 0.5                     # seconds a hypervisor has to answer one call; a VM
                                       # that does not is reported hung (default: half the

@@ -42,7 +42,13 @@ def describe(config: HostConfig) -> str:
     """The effective configuration, for the log at start (senpai's habit)."""
     policy = config.policy
     return (
-        f"config {config.path}: sockets {list(config.qmp)}"
+        f"config {config.path}: "
+        + (
+            f"sockets {list(config.qmp)}"
+            if config.has_vms
+            else "every VM found on the host (QEMU command lines, managers' socket folders, "
+            "local libvirt)"
+        )
         + "".join(
             f", {kind} {list(named)}"
             for kind, named in (

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,8 @@ from vmreclaim.units import format_size
 
 if TYPE_CHECKING:
     from rich.table import Table
+
+    from vmreclaim.host.discovery import Found
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 
@@ -188,7 +190,26 @@ def stats_age_text(vm: VmObservation, max_stats_age_s: float) -> str:
     return age.strip()
 
 
-def render_table(poll: FleetPoll, host: HostMemory | None, max_stats_age_s: float) -> Table:
+def not_watched_json(found: Sequence[Found]) -> list[dict[str, Any]]:
+    """What discovery found but cannot use: address, name, pid, what named it, and why."""
+    return [
+        {
+            "address": entry.address,
+            "name": entry.name,
+            "pid": entry.pid,
+            "found_by": entry.found_by,
+            "reason": entry.reason,
+        }
+        for entry in found
+    ]
+
+
+def render_table(
+    poll: FleetPoll,
+    host: HostMemory | None,
+    max_stats_age_s: float,
+    not_watched: Sequence[Found] = (),
+) -> Table:
     from rich.table import Table
 
     title = "vmreclaim top"
@@ -236,6 +257,10 @@ def render_table(poll: FleetPoll, host: HostMemory | None, max_stats_age_s: floa
     for failure in poll.unreachable:
         state = "hung" if failure.hung else "unreachable"
         table.add_row(f"[red]{failure.address}[/red]", state, *[""] * 8, failure.error[:60])
+    for entry in not_watched:
+        label = f"{entry.name} {entry.pid}" if entry.name and entry.pid else entry.address
+        reason = (entry.reason or "")[:60]
+        table.add_row(f"[dim]{label}[/dim]", "not watched", *[""] * 8, reason)
     return table
 
 
@@ -254,7 +279,13 @@ async def poll_once(fleet: Fleet, wait_for_stats: float) -> FleetPoll:
         await asyncio.sleep(0.5)
 
 
-async def run_live(fleet: Fleet, interval: float, proc: Path, max_stats_age_s: float) -> None:
+async def run_live(
+    fleet: Fleet,
+    interval: float,
+    proc: Path,
+    max_stats_age_s: float,
+    not_watched: Callable[[], Sequence[Found]] = tuple,
+) -> None:
     from rich.live import Live
 
     from vmreclaim.host.hostmem import read_host_memory
@@ -263,6 +294,7 @@ async def run_live(fleet: Fleet, interval: float, proc: Path, max_stats_age_s: f
     with Live(auto_refresh=False, screen=False) as live:
         while True:
             poll = await fleet.poll()
-            table = render_table(poll, read_host_memory(proc), max_stats_age_s)
+            host = read_host_memory(proc)
+            table = render_table(poll, host, max_stats_age_s, not_watched())
             live.update(table, refresh=True)
             await asyncio.sleep(interval)
