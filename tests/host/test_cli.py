@@ -65,9 +65,13 @@ def test_a_timeout_of_zero_is_a_usage_error(capsys) -> None:
     assert "--timeout 0" in capsys.readouterr().err
 
 
-def test_top_needs_some_vm(capsys) -> None:
-    assert main(["top", "--once"]) == 2
-    assert "no VMs to watch" in capsys.readouterr().err
+def test_top_with_no_vm_named_and_none_found_says_so(capsys, tmp_path: Path) -> None:
+    # A /proc with no process: nothing on this machine is probed.
+    (tmp_path / "proc").mkdir()
+    config = tmp_path / "top.toml"
+    config.write_text(f'proc = "{tmp_path / "proc"}"\n[host]\nkeep_available = "1G"\n')
+    assert main(["top", "--once", "--no-daemon", "--wait", "0", "--config", str(config)]) == 0
+    assert "found no VM on this host" in capsys.readouterr().err
 
 
 def test_building_the_command_loads_no_host_library() -> None:
