@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+from qemu.qmp import Message
 
 from vmreclaim.errors import QmpError, VmHungError, VmUnreachableError
-from vmreclaim.host.backends.qemu import QemuVm, parse_guest_stats
+from vmreclaim.host.backends.qemu import QemuVm, QuietClient, parse_guest_stats
 from vmreclaim.host.fleet import Fleet
 from vmreclaim.host.top import snapshot_json
 
@@ -149,6 +151,29 @@ def test_cancelling_a_connect_cancels_it_instead_of_failing_it(tmp_path: Path) -
     finally:
         listener.close()
     assert task.cancelled()
+
+
+class CountedMessage(Message):
+    """A message that counts how often it is pretty-printed."""
+
+    printed = 0
+
+    def __str__(self) -> str:
+        CountedMessage.printed += 1
+        return super().__str__()
+
+
+def test_messages_are_formatted_only_for_debug_logging() -> None:
+    client = QuietClient("quiet")
+    message = CountedMessage({"execute": "qom-get"})
+    client.logger.setLevel(logging.INFO)
+    assert client._cb_outbound(message) is message
+    assert client._cb_inbound(message) is message
+    assert CountedMessage.printed == 0
+    client.logger.setLevel(logging.DEBUG)
+    client._cb_outbound(message)
+    client._cb_inbound(message)
+    assert CountedMessage.printed == 2
 
 
 def test_unknown_guest_statistics_are_none() -> None:

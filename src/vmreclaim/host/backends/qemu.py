@@ -14,17 +14,14 @@ import contextlib
 import logging
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from qemu.qmp import EventListener, Message
+from qemu.qmp import EventListener, Message, QMPClient
 
 from vmreclaim.errors import QmpCommandError, QmpError, VmHungError, VmUnreachableError
 from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, Backend, StatKeys, guest_stats_from
 from vmreclaim.host.backends.process import peer_pid
 from vmreclaim.host.records import BalloonState, GuestStats
-
-if TYPE_CHECKING:
-    from qemu.qmp import QMPClient
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +76,23 @@ class BalloonWatcher(EventListener):
                 self.actual_bytes = data["actual"]
 
 
+class QuietClient(QMPClient):
+    """qemu.qmp's client, except that its message hooks (`_cb_outbound`, `_cb_inbound`, the
+    library's documented filter points) format a message only when debug logging is on. The
+    library's own pretty-print every message with json.dumps(indent=2), pure-Python JSON, before
+    the logger drops it: measured, that was half our CPU time per poll."""
+
+    def _cb_outbound(self, msg: Message) -> Message:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            return super()._cb_outbound(msg)
+        return msg
+
+    def _cb_inbound(self, msg: Message) -> Message:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            return super()._cb_inbound(msg)
+        return msg
+
+
 class QemuVm(Backend):
     """A `VmBackend` for one QEMU listening on a unix QMP socket."""
 
@@ -110,12 +124,10 @@ class QemuVm(Backend):
         return str(self.socket_path)
 
     async def _connect(self) -> None:
-        from qemu.qmp import QMPClient
-
         sock = await self._open_socket()
         if self.pid is None:
             self.pid = peer_pid(sock)
-        client = QMPClient(f"vmreclaim-host-{self._name}")
+        client = QuietClient(f"vmreclaim-host-{self._name}")
         try:
             await self._bounded(
                 client.connect(sock),
