@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from vmreclaim.errors import HostError, VmHungError
-from vmreclaim.host.backends.process import FootprintSampler, sample_footprint
+from vmreclaim.host.backends.process import (
+    EXACT_FOOTPRINT_EVERY,
+    FootprintSampler,
+    sample_footprint,
+)
 from vmreclaim.host.backends.threads import BlockingCalls
 from vmreclaim.host.records import BalloonState, GuestStats, VmSample
 
@@ -125,7 +129,7 @@ class Backend(abc.ABC):
         *,
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
-        exact_footprint_every: float = 30.0,
+        exact_footprint_every: float = EXACT_FOOTPRINT_EVERY,
         calls: BlockingCalls | None = None,
     ) -> None:
         self._name = name

@@ -47,6 +47,7 @@ from vmreclaim.errors import (
     VmUnreachableError,
 )
 from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, Backend, StatKeys, guest_stats_from
+from vmreclaim.host.backends.process import EXACT_FOOTPRINT_EVERY
 from vmreclaim.host.backends.threads import BlockingCalls
 from vmreclaim.host.records import BalloonState, GuestStats
 
@@ -314,7 +315,7 @@ class LibvirtDomainVm(Backend):
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
         stats_period: int = 1,
-        exact_footprint_every: float = 30.0,
+        exact_footprint_every: float = EXACT_FOOTPRINT_EVERY,
     ) -> None:
         super().__init__(
             name,

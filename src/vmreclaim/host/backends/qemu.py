@@ -27,7 +27,7 @@ from qemu.qmp import EventListener, Message, QMPClient, Runstate
 
 from vmreclaim.errors import QmpCommandError, QmpError, VmHungError, VmUnreachableError
 from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, Backend, StatKeys, guest_stats_from
-from vmreclaim.host.backends.process import peer_pid
+from vmreclaim.host.backends.process import EXACT_FOOTPRINT_EVERY, peer_pid
 from vmreclaim.host.records import BalloonState, GuestStats
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class QemuVm(Backend):
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
         stats_interval: int = 1,
-        exact_footprint_every: float = 30.0,
+        exact_footprint_every: float = EXACT_FOOTPRINT_EVERY,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
