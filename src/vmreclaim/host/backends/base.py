@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,23 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 5.0
 """Seconds a hypervisor has to answer one call when the caller does not say (tests, tools);
 the daemon and `top` derive theirs from the polling interval (config.default_timeout)."""
+
+
+if sys.version_info >= (3, 11):
+
+    async def within(seconds: float, call: Awaitable[T]) -> T:
+        """`call`, cancelled and turned into asyncio.TimeoutError once `seconds` have passed.
+        asyncio.timeout runs it in the calling task; wait_for (3.11) wraps every call in a task
+        of its own and a timer, which with hundreds of VMs polled once a second was measured
+        at a fifth of the CPU time of a poll that makes no QMP call."""
+        async with asyncio.timeout(seconds):
+            return await call
+
+else:
+
+    async def within(seconds: float, call: Awaitable[T]) -> T:
+        """`call`, cancelled and turned into asyncio.TimeoutError once `seconds` have passed."""
+        return await asyncio.wait_for(call, seconds)
 
 
 class VmBackend(Protocol):
@@ -197,7 +215,7 @@ class Backend(abc.ABC):
         """`call`, or VmHungError once `timeout` has passed without an answer. Cancellation
         from outside (Ctrl-C, SIGTERM, the fleet forgetting the VM) passes through as it is."""
         try:
-            return await asyncio.wait_for(call, self.timeout)
+            return await within(self.timeout, call)
         except asyncio.TimeoutError as err:  # not the built-in TimeoutError before 3.11
             raise self._hung(what, hint) from err
 
