@@ -29,6 +29,7 @@ class FakeQemu:
         }
         self.last_update = 1_700_000_000
         self.commands: list[str] = []
+        self.stats_reads = 0
         self.polling_interval: int | None = None
         self._server: asyncio.base_events.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
@@ -109,6 +110,7 @@ class FakeQemu:
             if args["property"] == "free-page-reporting":
                 return {"return": self.reporting}
             if args["property"] == "guest-stats":
+                self.stats_reads += 1
                 return {"return": {"last-update": self.last_update, "stats": self.stats}}
         if command == "qom-set" and args["path"] == balloon:
             self.polling_interval = args["value"]

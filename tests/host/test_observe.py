@@ -67,23 +67,40 @@ def test_a_restarted_vm_starts_a_new_history() -> None:
     assert observation.first_seen == 3.0
 
 
-def test_footprint_between_exact_readings_moves_with_the_rss(tmp_path: Path) -> None:
+def exact_then_between(tmp_path: Path, statm_before: str, statm_after: str) -> list[Footprint]:
+    """An exact reading (400 MiB resident, 300 MiB of it guest RAM), then one from statm."""
     pid_dir = tmp_path / "42"
     pid_dir.mkdir()
     (pid_dir / "status").write_text("VmRSS:\t  409600 kB\n")
     (pid_dir / "smaps").write_text(
         "7f0000000000-7f0040000000 rw-p 00000000 00:00 0 \nSize: 1048576 kB\nRss: 307200 kB\n"
     )
-    # 51200 pages of 4 KiB = 200 MiB: the process lost 200 MiB since the exact reading.
-    (pid_dir / "statm").write_text("900000 51200 100 1 0 80000 0\n")
+    (pid_dir / "statm").write_text(statm_before)
     now = [0.0]
-    sampler = FootprintSampler(42, 1 << 30, tmp_path, exact_every=30, clock=lambda: now[0])
+    sampler = FootprintSampler(42, 1 << 30, tmp_path, exact_every=300, clock=lambda: now[0])
     exact = sampler.sample()
+    (pid_dir / "statm").write_text(statm_after)
     now[0] = 1.0
-    between = sampler.sample()
+    return [exact, sampler.sample()]
+
+
+def test_footprint_between_exact_readings_moves_with_the_anonymous_rss(tmp_path: Path) -> None:
+    # Pages of 4 KiB: 102400 resident = 400 MiB, 2560 shared = 10 MiB; then 200 MiB resident.
+    exact, between = exact_then_between(
+        tmp_path, "900000 102400 2560 1 0 80000 0\n", "900000 51200 2560 1 0 80000 0\n"
+    )
     assert exact.guest_ram_bytes == 300 << 20
     assert between.rss_bytes == 200 << 20
     assert between.guest_ram_bytes == 100 << 20
+
+
+def test_file_pages_leaving_the_vmm_do_not_move_its_guest_ram(tmp_path: Path) -> None:
+    # The host evicted 8 MiB of the VMM's libraries: resident and shared both fall by 2048 pages.
+    _exact, between = exact_then_between(
+        tmp_path, "900000 102400 2560 1 0 80000 0\n", "900000 100352 512 1 0 80000 0\n"
+    )
+    assert between.rss_bytes == 392 << 20
+    assert between.guest_ram_bytes == 300 << 20
 
 
 def test_a_vm_no_longer_observed_has_no_metrics() -> None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+from qemu.qmp import Message
 
 from vmreclaim.errors import QmpError, VmHungError, VmUnreachableError
-from vmreclaim.host.backends.qemu import QemuVm, parse_guest_stats
+from vmreclaim.host.backends.qemu import QemuVm, QuietClient, parse_guest_stats
+from vmreclaim.host.config import STATS_PERIOD_S
 from vmreclaim.host.fleet import Fleet
+from vmreclaim.host.records import GuestStats
 from vmreclaim.host.top import snapshot_json
 
 from .fake_qmp import MIB, UNKNOWN, FakeQemu
@@ -53,7 +57,7 @@ def test_connect_finds_process_balloon_and_reporting(tmp_path: Path, proc: Path)
             sample = await vm.sample()
             await vm.close()
             assert fake.commands[0] == "qmp_capabilities"
-            assert fake.polling_interval == 1
+            assert fake.polling_interval == STATS_PERIOD_S == 2
         assert vm.name == "fake-vm"
         assert sample.pid == os.getpid()
         assert sample.balloon is not None
@@ -151,6 +155,168 @@ def test_cancelling_a_connect_cancels_it_instead_of_failing_it(tmp_path: Path) -
     assert task.cancelled()
 
 
+class CountedMessage(Message):
+    """A message that counts how often it is pretty-printed."""
+
+    printed = 0
+
+    def __str__(self) -> str:
+        CountedMessage.printed += 1
+        return super().__str__()
+
+
+class Clocks:
+    """A monotonic and a wall clock that the test moves together."""
+
+    def __init__(self, wall: float) -> None:
+        self.monotonic = 0.0
+        self.wall = wall
+
+    def advance(self, seconds: float) -> None:
+        self.monotonic += seconds
+        self.wall += seconds
+
+
+def stats_reads(fake: FakeQemu) -> int:
+    return fake.stats_reads
+
+
+async def poll_every_second(vm: QemuVm, clocks: Clocks, fake: FakeQemu, seconds: int) -> list[int]:
+    """Sample once a second; the guest-stats reads made so far after each sample."""
+    reads = []
+    for _ in range(seconds):
+        await vm.sample()
+        reads.append(stats_reads(fake))
+        clocks.advance(1.0)
+    return reads
+
+
+def qemu_vm(tmp_path: Path, proc: Path, clocks: Clocks, stats_interval: int) -> QemuVm:
+    return QemuVm(
+        socket_path(tmp_path),
+        proc=proc,
+        stats_interval=stats_interval,
+        clock=lambda: clocks.monotonic,
+        wall_clock=lambda: clocks.wall,
+    )
+
+
+def test_guest_statistics_reported_every_second_are_read_at_every_poll(
+    tmp_path: Path, proc: Path
+) -> None:
+    async def scenario() -> list[int]:
+        async with FakeQemu(socket_path(tmp_path)) as fake:
+            clocks = Clocks(fake.last_update + 0.3)
+            vm = qemu_vm(tmp_path, proc, clocks, stats_interval=1)
+            await vm.connect()
+            reads = []
+            for _ in range(4):
+                reads += await poll_every_second(vm, clocks, fake, 1)
+                fake.last_update += 1  # the guest answers every second
+            await vm.close()
+            return reads
+
+    assert asyncio.run(scenario()) == [1, 2, 3, 4]
+
+
+def test_guest_statistics_are_read_once_per_report(tmp_path: Path, proc: Path) -> None:
+    async def scenario() -> tuple[list[int], GuestStats | None, GuestStats | None]:
+        async with FakeQemu(socket_path(tmp_path)) as fake:
+            clocks = Clocks(fake.last_update + 0.3)  # the report came 0.3 s ago
+            vm = qemu_vm(tmp_path, proc, clocks, stats_interval=2)
+            await vm.connect()
+            reads = []
+            first = second = None
+            for second_index in range(6):
+                sample = await vm.sample()
+                reads.append(stats_reads(fake))
+                if second_index == 0:
+                    first = sample.guest
+                if second_index == 1:
+                    second = sample.guest
+                clocks.advance(1.0)
+                if second_index % 2 == 1:
+                    fake.last_update += 2  # the guest answers every 2 s, before our poll
+            await vm.close()
+            return reads, first, second
+
+    reads, first, second = asyncio.run(scenario())
+    assert reads == [1, 1, 2, 2, 3, 3]
+    assert second == first  # served from the last read
+
+
+def test_a_late_report_is_read_at_every_poll_until_it_comes(tmp_path: Path, proc: Path) -> None:
+    async def scenario() -> tuple[list[int], float | None]:
+        async with FakeQemu(socket_path(tmp_path)) as fake:
+            reported = fake.last_update
+            clocks = Clocks(reported + 0.5)
+            vm = qemu_vm(tmp_path, proc, clocks, stats_interval=2)
+            await vm.connect()
+            # +0.5 read, +1.5 not due, +2.5 and +3.5 due but nothing new yet
+            reads = await poll_every_second(vm, clocks, fake, 4)
+            fake.last_update = reported + 3  # came at +3.8, stamped in whole seconds
+            sample = await vm.sample()  # +4.5
+            reads.append(stats_reads(fake))
+            await vm.close()
+            return reads, sample.guest.updated_at if sample.guest else None
+
+    reads, updated_at = asyncio.run(scenario())
+    assert reads == [1, 1, 2, 3, 4]
+    assert updated_at == 1_700_000_003
+
+
+@pytest.mark.parametrize("last_update", [0, 1_700_000_000 - 3600], ids=["never", "stopped"])
+def test_a_guest_that_does_not_report_is_read_once_per_interval(
+    tmp_path: Path, proc: Path, last_update: int
+) -> None:
+    async def scenario() -> list[int]:
+        async with FakeQemu(socket_path(tmp_path)) as fake:
+            fake.last_update = last_update
+            clocks = Clocks(1_700_000_000.0)
+            vm = qemu_vm(tmp_path, proc, clocks, stats_interval=2)
+            await vm.connect()
+            reads = await poll_every_second(vm, clocks, fake, 6)
+            await vm.close()
+            return reads
+
+    assert asyncio.run(scenario()) == [1, 1, 2, 2, 3, 3]
+
+
+def test_a_monitor_that_closes_between_reads_is_unreachable(tmp_path: Path, proc: Path) -> None:
+    async def scenario() -> None:
+        async with FakeQemu(socket_path(tmp_path)) as fake:
+            clocks = Clocks(fake.last_update + 0.3)
+            vm = qemu_vm(tmp_path, proc, clocks, stats_interval=2)
+            await vm.connect()
+            await vm.sample()
+            await fake.crash()
+            await asyncio.sleep(0.05)
+            clocks.advance(1.0)
+            try:
+                with pytest.raises(VmUnreachableError, match="lost"):
+                    await vm.sample()
+            finally:
+                await vm.close()
+
+    asyncio.run(scenario())
+
+
+def test_messages_are_formatted_only_for_debug_logging() -> None:
+    async def client() -> QuietClient:
+        return QuietClient("quiet")  # in a loop, as the backend makes it: 3.9 needs one
+
+    quiet = asyncio.run(client())
+    message = CountedMessage({"execute": "qom-get"})
+    quiet.logger.setLevel(logging.INFO)
+    assert quiet._cb_outbound(message) is message
+    assert quiet._cb_inbound(message) is message
+    assert CountedMessage.printed == 0
+    quiet.logger.setLevel(logging.DEBUG)
+    quiet._cb_outbound(message)
+    quiet._cb_inbound(message)
+    assert CountedMessage.printed == 2
+
+
 def test_unknown_guest_statistics_are_none() -> None:
     stats = parse_guest_stats(
         {"last-update": 0, "stats": {"stat-free-memory": UNKNOWN, "stat-total-memory": 5}}
@@ -176,6 +342,7 @@ def test_the_fleet_drops_a_crashed_vm_and_picks_it_up_again(tmp_path: Path, proc
         await fleet.connect_all()
         seen.append(len((await fleet.poll()).vms))
         await fake.crash()
+        await asyncio.sleep(0.05)  # the next poll comes an interval later
         seen.append(len((await fleet.poll()).vms))  # the poll notices; the VM is gone
         async with FakeQemu(socket_path(tmp_path)):
             now[0] += 2.0  # past the back-off

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmreclaim.errors import HostError, UsageError, VmreclaimError
+from vmreclaim.host.config import STATS_PERIOD_S
 
 if TYPE_CHECKING:
     from vmreclaim.host.fleet import Fleet
@@ -166,9 +167,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     launch.add_argument(
         "--stats-interval",
         type=int,
-        default=1,
+        default=STATS_PERIOD_S,
         metavar="SECONDS",
-        help="guest statistics period where it is set at launch (default 1; 0 = off)",
+        help=f"guest statistics period where it is set at launch (default {STATS_PERIOD_S}; "
+        "0 = off)",
     )
     launch.set_defaults(handler=_launch_options)
 

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from vmreclaim.errors import VmHungError, VmreclaimError
-from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, BackendFactory, VmBackend
+from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, BackendFactory, VmBackend, within
 from vmreclaim.host.history import VmHistory, track
 from vmreclaim.host.records import VmObservation, VmSample
 
@@ -144,7 +144,7 @@ class Fleet:
 
     async def _sample(self, backend: VmBackend) -> VmSample:
         try:
-            return await asyncio.wait_for(backend.sample(), self._sample_timeout)
+            return await within(self._sample_timeout, backend.sample())
         except asyncio.TimeoutError as err:  # not the built-in TimeoutError before 3.11
             raise VmHungError(
                 f"{backend.name}: no answer within {self._sample_timeout:.1f} s to a poll "

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vmreclaim.host.backends.base import DEFAULT_TIMEOUT
+from vmreclaim.host.backends.process import EXACT_FOOTPRINT_EVERY
 from vmreclaim.host.backends.threads import BlockingCalls
 from vmreclaim.host.backends.vmm_http import HttpVmm, VmmApiError, guest_stats
 from vmreclaim.host.records import BalloonState, GuestStats
@@ -52,7 +53,7 @@ class FirecrackerVm(HttpVmm):
         *,
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
-        exact_footprint_every: float = 30.0,
+        exact_footprint_every: float = EXACT_FOOTPRINT_EVERY,
         calls: BlockingCalls | None = None,
     ) -> None:
         super().__init__(

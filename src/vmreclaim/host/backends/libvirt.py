@@ -47,7 +47,9 @@ from vmreclaim.errors import (
     VmUnreachableError,
 )
 from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, Backend, StatKeys, guest_stats_from
+from vmreclaim.host.backends.process import EXACT_FOOTPRINT_EVERY
 from vmreclaim.host.backends.threads import BlockingCalls
+from vmreclaim.host.config import STATS_PERIOD_S
 from vmreclaim.host.records import BalloonState, GuestStats
 
 if TYPE_CHECKING:
@@ -313,8 +315,8 @@ class LibvirtDomainVm(Backend):
         *,
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
-        stats_period: int = 1,
-        exact_footprint_every: float = 30.0,
+        stats_period: int = STATS_PERIOD_S,
+        exact_footprint_every: float = EXACT_FOOTPRINT_EVERY,
     ) -> None:
         super().__init__(
             name,

@@ -2,9 +2,14 @@
 
 The QEMU process is found from the QMP socket's peer credentials (SO_PEERCRED: the kernel
 records the pid of the process that called listen()), so `--qmp SOCKET` is all a user gives.
-Its footprint is the base's (process.py); the balloon from `query-balloon`; the guest's
-own statistics from the balloon device's `guest-stats` property once
-`guest-stats-polling-interval` is set.
+Its footprint is the base's (process.py); the balloon from `query-balloon` at connect and
+BALLOON_CHANGE events after; the guest's own statistics from the balloon device's
+`guest-stats` property once `guest-stats-polling-interval` is set.
+
+A QMP round trip through qemu.qmp is most of a poll's CPU time (about 100 us here), so
+`guest-stats` is read only when QEMU can hold a newer report than the one we have (see
+`_stats_due`); a poll in between answers from the QMP connection's state, the balloon's last
+event and the footprint, without a round trip.
 """
 
 from __future__ import annotations
@@ -13,18 +18,18 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from qemu.qmp import EventListener, Message
+from qemu.qmp import EventListener, Message, QMPClient, Runstate
 
 from vmreclaim.errors import QmpCommandError, QmpError, VmHungError, VmUnreachableError
 from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, Backend, StatKeys, guest_stats_from
-from vmreclaim.host.backends.process import peer_pid
+from vmreclaim.host.backends.process import EXACT_FOOTPRINT_EVERY, peer_pid
+from vmreclaim.host.config import STATS_PERIOD_S
 from vmreclaim.host.records import BalloonState, GuestStats
-
-if TYPE_CHECKING:
-    from qemu.qmp import QMPClient
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,9 @@ _STAT_KEYS = StatKeys(
 # Where -device puts devices: with an id= under peripheral, without one under peripheral-anon.
 _DEVICE_CONTAINERS = ("/machine/peripheral", "/machine/peripheral-anon")
 _BALLOON_TYPES = ("virtio-balloon-pci", "virtio-balloon-ccw", "virtio-balloon-device")
+_EARLY_POLL_S = 0.1
+"""A poll this much ahead of a due time still counts as on time: polls a period apart jitter by
+a few milliseconds, and a read missed that way would wait a whole poll interval more."""
 
 
 def parse_guest_stats(value: Any) -> GuestStats | None:
@@ -79,6 +87,23 @@ class BalloonWatcher(EventListener):
                 self.actual_bytes = data["actual"]
 
 
+class QuietClient(QMPClient):
+    """qemu.qmp's client, except that its message hooks (`_cb_outbound`, `_cb_inbound`, the
+    library's documented filter points) format a message only when debug logging is on. The
+    library's own pretty-print every message with json.dumps(indent=2), pure-Python JSON, before
+    the logger drops it: measured, that was half our CPU time per poll."""
+
+    def _cb_outbound(self, msg: Message) -> Message:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            return super()._cb_outbound(msg)
+        return msg
+
+    def _cb_inbound(self, msg: Message) -> Message:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            return super()._cb_inbound(msg)
+        return msg
+
+
 class QemuVm(Backend):
     """A `VmBackend` for one QEMU listening on a unix QMP socket."""
 
@@ -89,8 +114,10 @@ class QemuVm(Backend):
         pid: int | None = None,
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
-        stats_interval: int = 1,
-        exact_footprint_every: float = 30.0,
+        stats_interval: int = STATS_PERIOD_S,
+        exact_footprint_every: float = EXACT_FOOTPRINT_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.socket_path = Path(socket_path)
         super().__init__(
@@ -101,21 +128,25 @@ class QemuVm(Backend):
         )
         self.pid = pid
         self._stats_interval = stats_interval
+        """Seconds between the guest's reports (QEMU's guest-stats-polling-interval)."""
+        self._clock = clock
+        self._wall_clock = wall_clock
         self._client: QMPClient | None = None
         self._balloon_path: str | None = None
         self._balloon: BalloonWatcher | None = None
+        self._guest: GuestStats | None = None
+        self._guest_read_at: float | None = None
+        """When `guest-stats` was last read (monotonic); None before the first read."""
 
     @property
     def address(self) -> str:
         return str(self.socket_path)
 
     async def _connect(self) -> None:
-        from qemu.qmp import QMPClient
-
         sock = await self._open_socket()
         if self.pid is None:
             self.pid = peer_pid(sock)
-        client = QMPClient(f"vmreclaim-host-{self._name}")
+        client = QuietClient(f"vmreclaim-host-{self._name}")
         try:
             await self._bounded(
                 client.connect(sock),
@@ -215,8 +246,40 @@ class QemuVm(Backend):
         if self._balloon is None or self._ram_bytes is None:
             return None, None
         balloon = BalloonState(self._ram_bytes, self._balloon.actual_bytes, self._reporting)
-        # Also the liveness check: a VM that went away fails here.
-        return balloon, parse_guest_stats(await self._qom_get("guest-stats"))
+        if self._stats_due():
+            # Also the liveness check: a VM that went away or hangs fails here.
+            self._guest = parse_guest_stats(await self._qom_get("guest-stats"))
+            self._guest_read_at = self._clock()
+        elif self._client is None or self._client.runstate != Runstate.RUNNING:
+            # qemu.qmp's reader sees the monitor's EOF at once; a hung QEMU is caught at the
+            # next read, at most `stats_interval` seconds on.
+            raise VmUnreachableError(f"{self._name}: QMP connection to {self.socket_path} lost")
+        return balloon, self._guest
+
+    def _stats_due(self) -> bool:
+        """Whether QEMU may hold a newer report than ours.
+
+        QEMU asks the guest every `stats_interval` (P) seconds, counted from its last answer,
+        and stamps each answer with time() in whole seconds: after a report stamped `u` the
+        next cannot come before `u + P`. So `guest-stats` is read
+        - at least every P seconds (a guest that never reported, one that stopped, and the
+          bound on how long a hung QEMU goes unnoticed);
+        - at every poll from `u + P` until the next report has come, for as long as one is
+          expected (up to `u + 2P + 1`).
+        A report is thus replaced at the first poll after its successor arrives, and is at most
+        P + 1 s old plus the guest's answer time when a poll sees it (the stamp drops up to
+        1 s): 2 s at P = 1, exactly as when read at every poll, and every poll reads at P = 1
+        and a 1 s interval; at P = 2 one poll in two reads, and reports are up to 3 s old.
+        """
+        if self._guest_read_at is None:
+            return True
+        period = self._stats_interval - _EARLY_POLL_S
+        if self._clock() >= self._guest_read_at + period:
+            return True
+        stamp = self._guest.updated_at if self._guest is not None else None
+        if not stamp:
+            return False
+        return stamp + period <= self._wall_clock() < stamp + 2 * self._stats_interval + 1
 
     async def _set_balloon(self, guest_bytes: int) -> None:
         await self._execute("balloon", {"value": guest_bytes})

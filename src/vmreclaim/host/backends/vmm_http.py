@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from vmreclaim.errors import HostError, VmUnreachableError
 from vmreclaim.host.backends.base import DEFAULT_TIMEOUT, Backend, StatKeys, guest_stats_from
-from vmreclaim.host.backends.process import peer_pid
+from vmreclaim.host.backends.process import EXACT_FOOTPRINT_EVERY, peer_pid
 from vmreclaim.host.backends.threads import BlockingCalls
 from vmreclaim.host.records import GuestStats
 
@@ -160,7 +160,7 @@ class HttpVmm(Backend):
         *,
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
-        exact_footprint_every: float = 30.0,
+        exact_footprint_every: float = EXACT_FOOTPRINT_EVERY,
         calls: BlockingCalls | None = None,
     ) -> None:
         super().__init__(
