@@ -41,8 +41,8 @@ Control law, once per tick (dt seconds since the previous one):
    return) is large, at most every compact_interval_s. A compaction that did not shrink it by
    compact_min_bytes is retried at doubling intervals (up to compact_max_interval_s) until one
    helps or fragmentation grows past what it left. Busy, and while the agent is still freeing
-   cache (files written are waiting for drop-behind, or it reclaimed or split within
-   compact_settle_s), the amount must pass busy_compact_min_bytes instead: a pass takes its
+   cache (files holding compact_min_bytes are waiting for drop-behind, or it reclaimed or split
+   within compact_settle_s), the amount must pass busy_compact_min_bytes instead: a pass takes its
    CPU from the workload whatever it finds (under pgbench, compaction was half of the agent's
    CPU and one pass moved 18 MiB for it), and the next drop leaves new small blocks. Once the
    freeing settles, one pass takes them all: on the tick of the last drop, right after it.
@@ -539,7 +539,10 @@ def _decide_reclaim(
         state = dataclasses.replace(state, last_freed_at=now)
     freed_at = state.last_freed_at
     freeing = freed_at is not None and now - freed_at < config.compact_settle_s
-    settling = not idle and (freeing or waiting >= config.drop_behind_min_bytes)
+    # Files due for drop-behind hold off a pass only when they hold what a pass is worth:
+    # a database's WAL (16 MiB segments, one waiting at any time under pgbench-rw) would
+    # otherwise hold it off for good.
+    settling = not idle and (freeing or waiting >= config.compact_min_bytes)
     compact, state = _plan_compaction(obs, config, state, split is not None, settling)
     if step > 0:
         why = f"{why}; reclaiming {fmt(step)}"
