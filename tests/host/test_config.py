@@ -95,3 +95,15 @@ def test_a_file_that_is_not_toml_says_so(tmp_path: Path) -> None:
 def test_a_missing_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_the_hosts_memory_is_read_under_proc_unless_host_proc_says_otherwise(
+    tmp_path: Path,
+) -> None:
+    plain = load_config(write(tmp_path, 'proc = "/p"\n[host]\nkeep_available = "1G"\n'))
+    assert plain.host_proc is None
+    assert plain.host_memory_proc == Path("/p")
+    text = f'proc = "/p"\n[host]\nkeep_available = "1G"\nproc = "{tmp_path}"\n'
+    config = load_config(write(tmp_path, text))
+    assert config.proc == Path("/p")  # the VMs' processes are still read there
+    assert config.host_memory_proc == tmp_path

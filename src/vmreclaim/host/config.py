@@ -31,6 +31,9 @@ suffixes ("512M", "2G") or plain byte counts. An example with every key and its 
     keep_available = "2G"             # shrink balloons while MemAvailable is below this...
     release_available = "2.5G"        # ...grow them back only above this (hysteresis)
     max_memory_pressure = 10.0        # shrink also while memory PSI some avg10 (%) exceeds it
+    proc = "/proc"                    # `host run` reads the host's meminfo and
+                                      # pressure/memory under this (default: the top-level
+                                      # proc); for tests and the soak, which feed their own
 
     [balloon]
     max_step = "100M"                 # per VM per cycle (Proxmox's bound)...
@@ -147,9 +150,19 @@ class HostConfig:
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 9848
     proc: Path = field(default=Path("/proc"))
+    """Where VM processes are read (/proc/PID/...) and, unless `host_proc` says otherwise,
+    the host's memory."""
+    host_proc: Path | None = None
+    """Where `host run` reads the host's meminfo and pressure/memory, when not under `proc`:
+    lets a test or the soak swing the host's figures while the VMs stay real processes."""
     libvirt: tuple[str, ...] = ()
     cloud_hypervisor: tuple[str, ...] = ()
     firecracker: tuple[str, ...] = ()
+
+    @property
+    def host_memory_proc(self) -> Path:
+        """The /proc whose meminfo and pressure/memory are the host's figures."""
+        return self.host_proc or self.proc
 
     @property
     def has_vms(self) -> bool:
@@ -175,7 +188,7 @@ _TOP_KEYS = {
 }
 _TABLE_KEYS = {
     "metrics": {"address", "port"},
-    "host": {"keep_available", "release_available", "max_memory_pressure"},
+    "host": {"keep_available", "release_available", "max_memory_pressure", "proc"},
     "balloon": {
         "max_step",
         "max_step_percent",
@@ -319,10 +332,15 @@ def parse_config(data: Mapping[str, Any], path: str) -> HostConfig:
         metrics_address=_required(metrics.string("address", "127.0.0.1")),
         metrics_port=metrics.integer("port", 9848, low=0, high=65535),
         proc=Path(_required(top.string("proc", "/proc"))),
+        host_proc=_path(host.string("proc", None)),
         libvirt=_string_list(top, "libvirt", 'libvirt URIs, e.g. ["qemu:///system"]'),
         cloud_hypervisor=_string_list(top, "cloud_hypervisor", "API socket paths or globs"),
         firecracker=_string_list(top, "firecracker", "API socket paths or globs"),
     )
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 def _socket(top: _Reader) -> Path | None:

@@ -75,6 +75,7 @@ def describe(config: HostConfig) -> str:
         )
         + f"; view for top at {config.socket or 'nowhere'}; on stop, balloons "
         + ("left as they are (keep_balloons)" if config.keep_balloons else "given back")
+        + (f"; host memory read under {config.host_proc}" if config.host_proc else "")
     )
 
 
@@ -228,7 +229,7 @@ class Daemon:
 
     async def cycle(self) -> Decision:
         poll = await self.fleet.poll()
-        host = read_host_memory(self.config.proc)
+        host = read_host_memory(self.config.host_memory_proc)
         decision = decide(Observation(host, poll.vms), self.config.policy, self.state)
         if decision.mode is not self.state.mode:
             available = format_size(host.available_bytes) if host else "unknown"
