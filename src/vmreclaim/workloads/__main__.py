@@ -22,6 +22,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ready", type=Path, help="file to create once the memory is held")
     p.add_argument("--release", type=Path, help="free the memory once this file exists")
     p.add_argument("--hold", type=float, default=0.0, help="longest hold, seconds")
+    p.add_argument("--rate", help="allocate this much a second (e.g. 100M), not all at once")
     p = sub.add_parser("fragment", help="free every other page of a region and hold the rest")
     p.add_argument("size")
     p.add_argument("--ready", type=Path, help="file to create once the pattern is in place")
@@ -71,7 +72,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.kind == "alloc":
-            kinds.alloc(parse_size(args.size), args.ready, args.release, args.hold)
+            rate = parse_size(args.rate) if args.rate else None
+            took = kinds.alloc(parse_size(args.size), args.ready, args.release, args.hold, rate)
+            print(json.dumps({"allocated_bytes": parse_size(args.size), "seconds": took}))
         elif args.kind == "fragment":
             kinds.fragment(parse_size(args.size), args.ready, args.hold)
         elif args.kind == "runtime-heap":

@@ -21,16 +21,34 @@ def wait_for(path: Path | None, seconds: float) -> None:
         time.sleep(0.05)
 
 
-def alloc(size: int, ready: Path | None, release: Path | None, hold: float) -> None:
+def alloc(
+    size: int,
+    ready: Path | None,
+    release: Path | None,
+    hold: float,
+    rate: float | None = None,
+) -> float:
     """Allocate `size` bytes of anonymous memory and write every page, so the guest really
-    backs it; create `ready`; hold until `release` exists (or `hold` seconds); then free it."""
-    block = bytearray(size)
-    for offset in range(0, size, PAGE):
-        block[offset] = 1
+    backs it: at once, or `rate` bytes a second in 10 MiB pieces; create `ready`; hold until
+    `release` exists (or `hold` seconds); then free it. Returns the seconds the allocation
+    took."""
+    started = time.monotonic()
+    blocks = []
+    piece = size if rate is None else 10 * _CHUNK
+    for start in range(0, size, piece):
+        if rate is not None:
+            time.sleep(max(0.0, started + start / rate - time.monotonic()))
+        length = min(piece, size - start)
+        block = bytearray(length)
+        for offset in range(0, length, PAGE):
+            block[offset] = 1
+        blocks.append(block)
+    took = time.monotonic() - started
     if ready is not None:
         ready.write_text(f"{size}\n")
     wait_for(release, hold)
-    del block
+    del blocks
+    return took
 
 
 def write_files(directory: Path, total: int, file_size: int) -> list[Path]:
