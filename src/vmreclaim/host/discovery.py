@@ -59,7 +59,8 @@ RETRY_AFTER_S = 30.0
 RESCAN_EVERY_S = 5.0
 """How often /proc and the folders are read again: a new VM is picked up within this, and a
 daemon polling every second does not read every process's cmdline every second."""
-QEMU_COMMS = ("qemu-system-", "kvm")
+QEMU_COMMS = ("qemu-system-", "qemu-kvm", "kvm")
+"""Process names of QEMU: upstream's binaries, RHEL's /usr/libexec/qemu-kvm, Debian's old kvm."""
 LIBVIRT_MANAGED = "started by libvirt, which holds its monitor"
 
 _TRUE = frozenset({"on", "yes", "true", "y"})
