@@ -55,7 +55,9 @@ def vm(
         balloon=BalloonState(ram, ram if actual is None else actual, True),
         guest=guest,
     )
-    return VmObservation(sample, 0.0, 0, (), None, age if updated else None)
+    return VmObservation(
+        sample, 0.0, 0, (), None, age if updated else None, updated if updated else None
+    )
 
 
 def run(observation: Observation, state: PolicyState | None = None, config=CONFIG):
@@ -80,12 +82,61 @@ def test_a_small_vm_shrinks_by_at_most_5_percent_of_its_ram() -> None:
 def test_repeated_cycles_keep_every_step_bounded() -> None:
     state = PolicyState()
     previous = 4 * GIB
-    for _ in range(10):
-        decision = run(Observation(host(1 * GIB), (vm(),)), state)
+    for cycle in range(10):
+        # The balloon reached the last target and the guest has reported since.
+        observed = vm(actual=previous, updated=1000.0 + cycle)
+        decision = run(Observation(host(1 * GIB), (observed,)), state)
         state = decision.state
         target = state.vms["/run/a.qmp"].target_bytes
         assert 0 < previous - target <= min(100 * MIB, 0.05 * 4 * GIB)
         previous = target
+
+
+def test_the_next_step_waits_for_the_balloon_to_reach_its_target() -> None:
+    first = run(Observation(host(1 * GIB), (vm(updated=1000.0),)))
+    target = first.state.vms["/run/a.qmp"].target_bytes
+    # Still inflating, and a newer report: the figures do not show the step yet.
+    moving = run(
+        Observation(host(1 * GIB), (vm(actual=target + 50 * MIB, updated=1002.0),)), first.state
+    )
+    assert targets(moving) == {}
+
+
+def test_the_next_step_waits_for_a_report_made_after_the_balloon_moved() -> None:
+    first = run(Observation(host(1 * GIB), (vm(updated=1000.0),)))
+    target = first.state.vms["/run/a.qmp"].target_bytes
+    # At its target, but the guest's figures are those of before the step.
+    same_report = run(Observation(host(1 * GIB), (vm(actual=target, updated=1000.0),)), first.state)
+    assert targets(same_report) == {}
+    # A report from while it was moving still does not count: it was current when it moved.
+    moving = run(
+        Observation(host(1 * GIB), (vm(actual=target + 50 * MIB, updated=1001.0),)),
+        same_report.state,
+    )
+    arrived = run(Observation(host(1 * GIB), (vm(actual=target, updated=1001.0),)), moving.state)
+    assert targets(arrived) == {}
+    newer = run(Observation(host(1 * GIB), (vm(actual=target, updated=1003.0),)), arrived.state)
+    assert 0 < target - targets(newer)["a"] <= 100 * MIB
+
+
+def test_stale_figures_lagging_the_balloon_never_squeeze_the_guest_under_its_margin() -> None:
+    """A guest of 1.5 GiB that uses 200 MiB, reporting every other cycle, a balloon that
+    reaches each target one cycle after it is set: the squeeze stops at the margin, with no
+    emergency deflation (as it did when steps were taken on figures older than the balloon)."""
+    config = dataclasses.replace(CONFIG, default_minimum_bytes=256 * MIB)
+    ram, used = 1536 * MIB, 200 * MIB
+    state, actual, report = PolicyState(), ram, (0.0, ram - used)
+    lowest_available = ram
+    for cycle in range(200):
+        if cycle % 2 == 0:
+            report = (1000.0 + cycle, actual - used)  # the guest reports what it has now
+        lowest_available = min(lowest_available, actual - used)
+        observed = vm(ram=ram, actual=actual, available=report[1], updated=report[0])
+        decision = run(Observation(host(1 * GIB), (observed,)), state, config)
+        assert all("margin" not in action.reason for action in decision.actions), cycle
+        state = decision.state
+        actual = state.vms["/run/a.qmp"].target_bytes  # reached by the next cycle
+    assert 128 * MIB <= lowest_available <= 128 * MIB + 100 * MIB
 
 
 def test_the_step_is_the_vms_share_of_a_small_shortfall() -> None:
@@ -161,8 +212,8 @@ def test_after_an_emergency_deflation_the_vm_is_left_alone_for_a_while() -> None
     state = PolicyState(Mode.SHRINK, {"/run/a.qmp": VmControl(2 * GIB)})
     decision = run(Observation(host(1 * GIB), (vm(actual=2 * GIB, available=100 * MIB),)), state)
     held = []
-    for _ in range(CONFIG.deflate_hold_cycles + 1):
-        decision = run(Observation(host(1 * GIB), (vm(),)), decision.state)
+    for cycle in range(CONFIG.deflate_hold_cycles + 1):
+        decision = run(Observation(host(1 * GIB), (vm(updated=1001.0 + cycle),)), decision.state)
         held.append(targets(decision))
     assert held[:-1] == [{}] * CONFIG.deflate_hold_cycles
     assert held[-1] == {"a": 4 * GIB - 100 * MIB}

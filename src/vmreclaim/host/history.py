@@ -48,7 +48,15 @@ def track(
         changed_at,
     )
     age = _stats_age(sample.guest, changed_at, now)
-    return updated, VmObservation(sample, history.first_seen, returned, trend, None, age)
+    return updated, VmObservation(
+        sample,
+        history.first_seen,
+        returned,
+        trend,
+        None,
+        age,
+        _report_time(sample.guest, changed_at),
+    )
 
 
 def _undated_figures(
@@ -73,6 +81,15 @@ def _undated_figures(
     if figures == history.stats_figures:
         return figures, history.stats_changed_at
     return figures, now
+
+
+def _report_time(guest: GuestStats | None, changed_at: float | None) -> float | None:
+    """When the guest made the report these figures come from, by the hypervisor's stamp or,
+    undated, when they last changed; None when it never reported."""
+    if guest is None:
+        return None
+    updated_at = guest.updated_at if guest.updated_at is not None else changed_at
+    return updated_at if updated_at is not None and updated_at > 0 else None
 
 
 def _stats_age(guest: GuestStats | None, changed_at: float | None, now: float) -> float | None:

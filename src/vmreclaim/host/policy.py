@@ -13,8 +13,12 @@ the unit tests and any simulator run the same law. Per cycle:
      faster than the limit since the last cycle: deflate at once to the VM's full RAM, unbounded,
      and leave it alone for `deflate_hold_cycles` (the guest told us it needs the memory);
    - shrink: take the VM's share of the host's shortfall (by shares), at most
-     min(max_step, max_step_percent of its RAM) a cycle (MoM's 5 %, Proxmox's 100 MiB), never
-     below its minimum and never more than the guest's available memory above the margin;
+     min(max_step, max_step_percent of its RAM) a step (MoM's 5 %, Proxmox's 100 MiB), never
+     below its minimum and never more than the guest's available memory above the margin.
+     A step waits for the guest's figures to show the last one: the balloon has reached its
+     target and the guest has reported since (its statistics come every 2 s, the cycle is
+     1 s; judged on figures from before the balloon moved, steps overshot the margin and the
+     guest was squeezed into an emergency deflation, again and again);
    - grow: give back at most the same step a cycle, up to the full RAM.
 3. No action on incomplete data (MoM's rule): without host figures nothing moves; a VM without
    fresh guest statistics (none, or older than `max_stats_age_s`: a paused guest, a balloon
@@ -34,6 +38,8 @@ from vmreclaim.host.records import HostMemory, VmObservation
 
 PAGE = 4096
 """The balloon moves whole 4 KiB pages; targets are aligned to them."""
+SETTLED_SLACK = 4 << 20
+"""A balloon within this of its target has reached it (the guest inflates in batches)."""
 
 
 class Mode(enum.Enum):
@@ -56,6 +62,9 @@ class VmControl:
     target_bytes: int
     last_major_faults: int | None = None
     hold_cycles: int = 0
+    unsettled_report: float | None = None
+    """The guest report current while the balloon was last moving or given a lower target:
+    the next shrink step needs a newer one."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +142,10 @@ def decide(observation: Observation, config: PolicyConfig, state: PolicyState) -
         target, reason, hold = _next_target(vm, control, config, mode, share)
         guest = vm.sample.guest
         faults = guest.major_faults if guest else None
-        controls[address] = VmControl(target, faults, hold)
+        unsettled = control.unsettled_report
+        if target < control.target_bytes or abs(balloon.actual_bytes - target) > SETTLED_SLACK:
+            unsettled = vm.stats_at if vm.stats_at is not None else unsettled
+        controls[address] = VmControl(target, faults, hold, unsettled)
         if target != control.target_bytes:
             actions.append(Action(address, vm.sample.name, target, reason))
     return Decision(mode, tuple(actions), PolicyState(mode, controls))
@@ -165,7 +177,8 @@ def _next_target(
     if control.hold_cycles > 0:
         return current, "", control.hold_cycles - 1
     if mode is Mode.SHRINK:
-        return _shrink(vm, current, minimum, config, share), "host short of memory", 0
+        target = _shrink(vm, current, minimum, config, share) if _settled(vm, control) else current
+        return target, "host short of memory", 0
     if mode is Mode.GROW:
         return _grow(balloon.ram_bytes, current, config), "host has memory to spare", 0
     return current, "", 0
@@ -180,6 +193,17 @@ def _emergency(vm: VmObservation, control: VmControl, config: PolicyConfig) -> s
         return "guest available memory under the margin"
     burst = _fault_burst(vm, control, config)
     return f"{burst} major faults in the guest" if burst is not None else None
+
+
+def _settled(vm: VmObservation, control: VmControl) -> bool:
+    """Whether the guest's figures show the balloon where it was last put: it has reached its
+    target, and the guest reported after it last moved."""
+    balloon = vm.sample.balloon
+    if balloon is None or abs(balloon.actual_bytes - control.target_bytes) > SETTLED_SLACK:
+        return False
+    if control.unsettled_report is None:
+        return True
+    return vm.stats_at is not None and vm.stats_at > control.unsettled_report
 
 
 def _shrink(vm: VmObservation, current: int, minimum: int, config: PolicyConfig, share: int) -> int:

@@ -79,6 +79,9 @@ class VmObservation:
     stats_age_s: float | None = None
     """Seconds from the guest's last statistics report to this poll; None when there are no
     statistics or the guest never reported."""
+    stats_at: float | None = None
+    """When the guest made the report its statistics come from (host clock); None when it never
+    reported. A report newer than a balloon change is the first to show what the change did."""
 
     def stats_fresh(self, max_age_s: float) -> bool:
         """Whether the guest's statistics are recent enough to act on."""
