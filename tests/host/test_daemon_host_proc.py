@@ -60,3 +60,20 @@ def test_memory_pressure_under_host_proc_makes_the_daemon_shrink(tmp_path: Path)
 def test_plenty_under_host_proc_makes_the_daemon_grow(tmp_path: Path) -> None:
     write_host(tmp_path / "fake", available_kib=8 << 20)
     assert mode_after_one_cycle(tmp_path) is Mode.GROW
+
+
+def test_the_daemon_raises_its_soft_limit_of_open_files_to_the_hard_one() -> None:
+    """One socket per VM: a soft limit of 1024 would stop a daemon at about 950 VMs."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource\n"
+        "from vmreclaim.host.daemon import raise_open_files\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "raise_open_files()\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard), hard > 256)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"], out.stderr

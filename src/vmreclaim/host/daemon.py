@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import resource
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -126,6 +127,7 @@ class Daemon:
 
     async def run(self, max_cycles: int | None = None) -> None:
         log.info("%s", describe(self.config))
+        raise_open_files()
         self._stop = asyncio.Event()
         if self._stop_requested:
             self._stop.set()
@@ -312,3 +314,18 @@ def run_daemon(
     """Run until SIGTERM or SIGINT, then stop within STOP_WITHIN_S."""
     daemon = Daemon(config, factory, discoverer=discoverer)
     asyncio.run(daemon.run())
+
+
+def raise_open_files() -> None:
+    """Raise the soft limit of open files to the hard one: a VM costs the daemon one socket,
+    and the usual soft limit (1024, systemd's too) runs out at about 950 VMs, where the hard
+    one (524288 under systemd) does not."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or (hard != resource.RLIM_INFINITY and soft >= hard):
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as err:
+        log.warning("cannot raise the limit of open files from %d: %s", soft, err)
+        return
+    log.debug("open files: soft limit raised from %d to %s", soft, hard)
