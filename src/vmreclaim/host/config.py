@@ -38,7 +38,8 @@ suffixes ("512M", "2G") or plain byte counts. An example with every key and its 
     [balloon]
     max_step = "100M"                 # per VM per cycle (Proxmox's bound)...
     max_step_percent = 5.0            # ...and per cent of the VM's RAM (oVirt MoM's bound)
-    guest_available_margin = "128M"   # deflate at once when the guest has less available
+    guest_available_margin = "128M"   # deflate at once when the guest has less available;
+                                      # a squeeze stops a step above it
     major_faults_per_cycle = 200      # deflate at once when the guest faults faster than this
     min_change = "1M"                 # ignore smaller target changes
     deflate_hold_cycles = 10          # cycles a VM is left alone after an emergency deflation

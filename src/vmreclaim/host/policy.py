@@ -14,7 +14,8 @@ the unit tests and any simulator run the same law. Per cycle:
      and leave it alone for `deflate_hold_cycles` (the guest told us it needs the memory);
    - shrink: take the VM's share of the host's shortfall (by shares), at most
      min(max_step, max_step_percent of its RAM) a step (MoM's 5 %, Proxmox's 100 MiB), never
-     below its minimum and never more than the guest's available memory above the margin.
+     below its minimum and never closer than a step to the guest's available memory margin
+     (squeezed to the margin itself, the guest's small swings crossed it and deflated it).
      A step waits for the guest's figures to show the last one: the balloon has reached its
      target and the guest has reported since (its statistics come every 2 s, the cycle is
      1 s; judged on figures from before the balloon moved, steps overshot the margin and the
@@ -219,8 +220,9 @@ def _shrink(vm: VmObservation, current: int, minimum: int, config: PolicyConfig,
     step = max_step(balloon.ram_bytes, config)
     # PSI alone (MemAvailable above the threshold) gives no amount: take the full step.
     amount = min(step, share) if share > 0 else step
-    # Never take what the guest would miss: stay above its available memory's margin.
-    spare = guest.available_bytes - config.guest_available_margin_bytes
+    # Never take what the guest would miss: stop a step above its available memory's margin,
+    # so that the guest's own small swings do not cross it and deflate it all at once.
+    spare = guest.available_bytes - config.guest_available_margin_bytes - step
     floor = max(minimum, balloon.actual_bytes - max(0, spare))
     target = max(floor, _page_down(current - amount))
     return target if current - target >= config.min_change_bytes else current
