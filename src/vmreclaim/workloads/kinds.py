@@ -38,11 +38,9 @@ def alloc(
     for start in range(0, size, piece):
         if rate is not None:
             time.sleep(max(0.0, started + start / rate - time.monotonic()))
-        length = min(piece, size - start)
-        block = bytearray(length)
-        for offset in range(0, length, PAGE):
-            block[offset] = 1
-        blocks.append(block)
+        # One C-speed fill writes every page: a loop of Python writes, one a page, ran at
+        # 57 MB/s in a TCG guest, too slow to be "at once".
+        blocks.append(bytearray(b"\x01") * min(piece, size - start))
     took = time.monotonic() - started
     if ready is not None:
         ready.write_text(f"{size}\n")
