@@ -12,7 +12,7 @@ MIB = 1 << 20
 
 
 def result(
-    deflate: bool, shape: str, code: int | None, kills: int | None, **kw: float
+    deflate: bool, shape: str, code: int | None, kills: int | None, error: str = "", **kw: float
 ) -> BurstResult:
     return BurstResult(
         deflate_on_oom=deflate,
@@ -26,6 +26,7 @@ def result(
         balloon_lowest_bytes=1100 * MIB,
         balloon_largest_bytes=1536 * MIB,
         let_go_s=kw.get("let_go"),
+        error=error,
     )
 
 
@@ -56,11 +57,15 @@ def test_survived_needs_exit_0_and_no_oom_kill() -> None:
 def test_summary_has_a_row_per_setting_and_shape_with_median_and_spread() -> None:
     runs = [
         result(False, "at once", 137, 1, let_go=2.0),
+        result(False, "at once", 1, 0, "MemoryError"),
         result(False, "at once", 0, 0, seconds=3.0, let_go=3.0),
         result(False, "at once", 0, 0, seconds=5.0, let_go=4.0),
         result(True, "100 MB/s", 0, 0, seconds=7.1, let_go=2.5),
     ]
     rows = summary(runs).splitlines()
     assert len(rows) == 4
-    assert rows[2] == "| off | at once | 2 of 3 | 1 | 4.0 s (3.0 - 5.0) | 3.0 s (2.0 - 4.0) |"
-    assert rows[3] == "| on | 100 MB/s | 1 of 1 | 0 | 7.1 s | 2.5 s |"
+    assert rows[2] == (
+        "| off | at once | 2 of 4 | 1 | OOM kill x1, MemoryError x1 | 4.0 s (3.0 - 5.0) "
+        "| 3.0 s (2.0 - 4.0) |"
+    )
+    assert rows[3] == "| on | 100 MB/s | 1 of 1 | 0 | - | 7.1 s | 2.5 s |"

@@ -64,7 +64,7 @@ oom() {{ awk '$1=="oom_kill"{{print $2}}' /proc/vmstat; }}
 before=$(oom); available=$(awk '$1=="MemAvailable:"{{print $2}}' /proc/meminfo)
 python3 -m vmreclaim.workloads alloc {size} {rate} --hold 3 >/tmp/burst.out 2>/tmp/burst.err
 code=$?
-echo "$code $before $(oom) $available"; cat /tmp/burst.out
+echo "$code $before $(oom) $available"; cat /tmp/burst.out; tail -n 1 /tmp/burst.err >&2
 """
 
 
@@ -85,6 +85,9 @@ class BurstResult:
     balloon_largest_bytes: int
     let_go_s: float | None
     """From the burst's start to the first sample where the balloon had grown by 16 MiB."""
+    error: str = ""
+    """The allocator's last line on stderr, when it failed (e.g. MemoryError: the kernel
+    refused the allocation itself)."""
 
     @property
     def survived(self) -> bool:
@@ -178,6 +181,7 @@ def burst(vm: VirtualMachine, deflate_on_oom: bool, shape: str, repeat: int) -> 
     code: int | None = None
     kills: int | None = None
     seconds = available = None
+    error = ""
     with _BalloonWatch(vm) as watch:
         try:
             result = vm.run(script, timeout=300)
@@ -185,6 +189,7 @@ def burst(vm: VirtualMachine, deflate_on_oom: bool, shape: str, repeat: int) -> 
                 result.stdout.decode(errors="replace")
             )
             kills = last - first
+            error = result.stderr.decode(errors="replace").strip()[-200:] if code else ""
         except VmreclaimError as err:
             log.warning("burst %s: %s", shape, err.message)
     sizes = [size for _, size in watch.samples] or [before]
@@ -201,6 +206,7 @@ def burst(vm: VirtualMachine, deflate_on_oom: bool, shape: str, repeat: int) -> 
         balloon_lowest_bytes=min(sizes),
         balloon_largest_bytes=max(sizes),
         let_go_s=let_go,
+        error=error,
     )
 
 
@@ -250,7 +256,8 @@ def describe(result: BurstResult) -> str:
     status = (
         "survived"
         if result.survived
-        else f"exit {result.exit_code}, {result.oom_kills} OOM kill(s)"
+        else f"exit {result.exit_code} ({result.error or 'no message'}), "
+        f"{result.oom_kills} OOM kill(s)"
         if result.exit_code is not None
         else "the guest's command channel was lost"
     )
@@ -268,9 +275,9 @@ def summary(results: Sequence[BurstResult]) -> str:
     """One markdown row per setting and shape: survived runs, OOM kills, allocation time and
     when the daemon let go (median, min - max)."""
     rows = [
-        "| deflate-on-oom | burst | survived | OOM kills | allocation took "
+        "| deflate-on-oom | burst | survived | OOM kills | failed | allocation took "
         "| balloon let go after |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: |",
     ]
 
     def spread(values: list[float]) -> str:
@@ -289,10 +296,28 @@ def summary(results: Sequence[BurstResult]) -> str:
             f"| {'on' if deflate_on_oom else 'off'} | {shape} "
             f"| {sum(r.survived for r in runs)} of {len(runs)} "
             f"| {sum(r.oom_kills or 0 for r in runs)} "
+            f"| {_failures(runs)} "
             f"| {spread([r.seconds for r in runs if r.seconds is not None])} "
             f"| {spread([r.let_go_s for r in runs if r.let_go_s is not None])} |"
         )
     return "\n".join(rows)
+
+
+def _failure(result: BurstResult) -> str:
+    if result.oom_kills:
+        return "OOM kill"
+    if result.exit_code is None:
+        return "channel lost"
+    return result.error.split(":")[0] or f"exit {result.exit_code}"
+
+
+def _failures(runs: Sequence[BurstResult]) -> str:
+    """How the runs that did not survive failed, e.g. "MemoryError x3"."""
+    counts: dict[str, int] = {}
+    for result in runs:
+        if not result.survived:
+            counts[_failure(result)] = counts.get(_failure(result), 0) + 1
+    return ", ".join(f"{what} x{count}" for what, count in counts.items()) or "-"
 
 
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
