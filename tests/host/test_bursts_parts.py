@@ -22,6 +22,7 @@ def result(
         oom_kills=kills,
         seconds=kw.get("seconds"),
         guest_available_bytes=300 * MIB,
+        guest_total_bytes=400 * MIB,
         balloon_before_bytes=1100 * MIB,
         balloon_lowest_bytes=1100 * MIB,
         balloon_largest_bytes=1536 * MIB,
@@ -31,13 +32,13 @@ def result(
 
 
 def test_a_finished_burst_is_read_with_its_time() -> None:
-    out = '0 3 3 301234\n{"allocated_bytes": 734003200, "seconds": 7.25}\n'
-    assert parse_guest_output(out) == (0, 3, 3, 301234 * 1024, 7.25)
+    out = '0 3 3 301234 402000\n{"allocated_bytes": 734003200, "seconds": 7.25}\n'
+    assert parse_guest_output(out) == (0, 3, 3, 301234 * 1024, 402000 * 1024, 7.25)
 
 
 def test_a_killed_burst_has_no_time_and_counts_the_kill() -> None:
     # The allocator was SIGKILLed: the shell reports 137 and no JSON followed.
-    code, before, after, available, seconds = parse_guest_output("137 0 1 250000\n")
+    code, before, after, available, _, seconds = parse_guest_output("137 0 1 250000 400000\n")
     assert (code, after - before, seconds) == (137, 1, None)
     assert available == 250000 * 1024
 

@@ -62,9 +62,10 @@ SAMPLE_S = 0.25
 _GUEST_BURST = """\
 oom() {{ awk '$1=="oom_kill"{{print $2}}' /proc/vmstat; }}
 before=$(oom); available=$(awk '$1=="MemAvailable:"{{print $2}}' /proc/meminfo)
+total=$(awk '$1=="MemTotal:"{{print $2}}' /proc/meminfo)
 python3 -m vmreclaim.workloads alloc {size} {rate} --hold 3 >/tmp/burst.out 2>/tmp/burst.err
 code=$?
-echo "$code $before $(oom) $available"; cat /tmp/burst.out; tail -n 1 /tmp/burst.err >&2
+echo "$code $before $(oom) $available $total"; cat /tmp/burst.out; tail -n 1 /tmp/burst.err >&2
 """
 
 
@@ -80,6 +81,9 @@ class BurstResult:
     seconds: float | None
     """How long the allocation took, when it finished."""
     guest_available_bytes: int | None
+    guest_total_bytes: int | None
+    """MemTotal before the burst: without deflate-on-oom the balloon driver takes inflated
+    pages out of it."""
     balloon_before_bytes: int
     balloon_lowest_bytes: int
     balloon_largest_bytes: int
@@ -150,15 +154,15 @@ def wait_squeezed(vm: VirtualMachine, daemon: DaemonProcess) -> int:
     )
 
 
-def parse_guest_output(stdout: str) -> tuple[int, int, int, int | None, float | None]:
-    """The guest script's first line (exit status, oom_kill before and after, MemAvailable in
-    kB) and the allocator's JSON report, when it wrote one: (status, before, after,
-    available bytes, seconds)."""
+def parse_guest_output(stdout: str) -> tuple[int, int, int, int | None, int | None, float | None]:
+    """The guest script's first line (exit status, oom_kill before and after, MemAvailable and
+    MemTotal in kB) and the allocator's JSON report, when it wrote one: (status, before, after,
+    available bytes, total bytes, seconds)."""
     lines = stdout.strip().splitlines()
-    match = re.fullmatch(r"(\d+) (\d+) (\d+) (\d*)", lines[0].strip()) if lines else None
+    match = re.fullmatch(r"(\d+) (\d+) (\d+) (\d*) ?(\d*)", lines[0].strip()) if lines else None
     if match is None:
         raise VmreclaimError(f"unexpected output from the burst: {stdout[:500]!r}")
-    code, before, after, available = match.groups()
+    code, before, after, available, total = match.groups()
     seconds = None
     for line in lines[1:]:
         try:
@@ -170,6 +174,7 @@ def parse_guest_output(stdout: str) -> tuple[int, int, int, int | None, float | 
         int(before),
         int(after),
         int(available) * 1024 if available else None,
+        int(total) * 1024 if total else None,
         seconds,
     )
 
@@ -180,12 +185,12 @@ def burst(vm: VirtualMachine, deflate_on_oom: bool, shape: str, repeat: int) -> 
     before = balloon_actual(vm)
     code: int | None = None
     kills: int | None = None
-    seconds = available = None
+    seconds = available = total = None
     error = ""
     with _BalloonWatch(vm) as watch:
         try:
             result = vm.run(script, timeout=300)
-            code, first, last, available, seconds = parse_guest_output(
+            code, first, last, available, total, seconds = parse_guest_output(
                 result.stdout.decode(errors="replace")
             )
             kills = last - first
@@ -202,6 +207,7 @@ def burst(vm: VirtualMachine, deflate_on_oom: bool, shape: str, repeat: int) -> 
         oom_kills=kills,
         seconds=seconds if code == 0 else None,
         guest_available_bytes=available,
+        guest_total_bytes=total,
         balloon_before_bytes=before,
         balloon_lowest_bytes=min(sizes),
         balloon_largest_bytes=max(sizes),
