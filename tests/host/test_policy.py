@@ -105,14 +105,12 @@ def test_the_next_step_waits_for_the_balloon_to_reach_its_target() -> None:
 def test_the_next_step_waits_for_a_report_made_after_the_balloon_moved() -> None:
     first = run(Observation(host(1 * GIB), (vm(updated=1000.0),)))
     target = first.state.vms["/run/a.qmp"].target_bytes
-    # At its target, but the guest's figures are those of before the step.
-    same_report = run(Observation(host(1 * GIB), (vm(actual=target, updated=1000.0),)), first.state)
-    assert targets(same_report) == {}
-    # A report from while it was moving still does not count: it was current when it moved.
+    # Still inflating, with a report made while it moved: that report does not count.
     moving = run(
-        Observation(host(1 * GIB), (vm(actual=target + 50 * MIB, updated=1001.0),)),
-        same_report.state,
+        Observation(host(1 * GIB), (vm(actual=target + 50 * MIB, updated=1001.0),)), first.state
     )
+    assert targets(moving) == {}
+    # At its target, but the guest's figures are still those of while it moved.
     arrived = run(Observation(host(1 * GIB), (vm(actual=target, updated=1001.0),)), moving.state)
     assert targets(arrived) == {}
     newer = run(Observation(host(1 * GIB), (vm(actual=target, updated=1003.0),)), arrived.state)
@@ -204,6 +202,28 @@ def test_climbing_major_faults_deflate_at_once() -> None:
     decision = run(Observation(host(1 * GIB), (vm(actual=2 * GIB, faults=1500),)), state)
     assert targets(decision) == {"a": 4 * GIB}
     assert "major faults" in decision.actions[0].reason
+
+
+def test_a_guest_taking_balloon_pages_back_deflates_at_once() -> None:
+    """deflate-on-oom: the guest grows its balloon's size past the target on the verge of OOM;
+    the next poll sees it, before any statistics report."""
+    state = PolicyState(Mode.SHRINK, {"/run/a.qmp": VmControl(2 * GIB, last_actual_bytes=2 * GIB)})
+    decision = run(Observation(host(1 * GIB), (vm(actual=2 * GIB + 20 * MIB),)), state)
+    assert targets(decision) == {"a": 4 * GIB}
+    assert "took balloon pages back" in decision.actions[0].reason
+
+
+def test_a_balloon_still_inflating_or_growing_as_asked_is_no_emergency() -> None:
+    # Inflating towards a lower target: above it, but shrinking.
+    shrinking = PolicyState(
+        Mode.SHRINK, {"/run/a.qmp": VmControl(2 * GIB, last_actual_bytes=2 * GIB + 80 * MIB)}
+    )
+    decision = run(Observation(host(1 * GIB), (vm(actual=2 * GIB + 40 * MIB),)), shrinking)
+    assert all("took" not in action.reason for action in decision.actions)
+    # Growing towards a higher target it was given.
+    growing = PolicyState(Mode.GROW, {"/run/a.qmp": VmControl(3 * GIB, last_actual_bytes=2 * GIB)})
+    decision = run(Observation(host(7 * GIB), (vm(actual=2 * GIB + 500 * MIB),)), growing)
+    assert all("took" not in action.reason for action in decision.actions)
 
 
 def test_a_few_major_faults_do_not_deflate() -> None:

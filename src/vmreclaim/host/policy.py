@@ -9,9 +9,11 @@ the unit tests and any simulator run the same law. Per cycle:
    - grow back while MemAvailable >= release_available and pressure is under the limit;
    - hold in between, so a host near the threshold does not make balloons oscillate.
 2. Each VM, guest first:
-   - emergency: the guest's available memory is under the margin, or its major faults climbed
-     faster than the limit since the last cycle: deflate at once to the VM's full RAM, unbounded,
-     and leave it alone for `deflate_hold_cycles` (the guest told us it needs the memory);
+   - emergency: the guest's available memory is under the margin, its major faults climbed
+     faster than the limit since the last cycle, or it took balloon pages back itself
+     (deflate-on-oom: the balloon grew past its target): deflate at once to the VM's full RAM,
+     unbounded, and leave it alone for `deflate_hold_cycles` (the guest told us it needs the
+     memory);
    - shrink: take the VM's share of the host's shortfall (by shares), at most
      min(max_step, max_step_percent of its RAM) a step (MoM's 5 %, Proxmox's 100 MiB), never
      below its minimum and never closer than a step to the guest's available memory margin
@@ -66,6 +68,8 @@ class VmControl:
     unsettled_report: float | None = None
     """The guest report current while the balloon was last moving or given a lower target:
     the next shrink step needs a newer one."""
+    last_actual_bytes: int | None = None
+    """The balloon's size at the last poll."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ def decide(observation: Observation, config: PolicyConfig, state: PolicyState) -
         unsettled = control.unsettled_report
         if target < control.target_bytes or abs(balloon.actual_bytes - target) > SETTLED_SLACK:
             unsettled = vm.stats_at if vm.stats_at is not None else unsettled
-        controls[address] = VmControl(target, faults, hold, unsettled)
+        controls[address] = VmControl(target, faults, hold, unsettled, balloon.actual_bytes)
         if target != control.target_bytes:
             actions.append(Action(address, vm.sample.name, target, reason))
     return Decision(mode, tuple(actions), PolicyState(mode, controls))
@@ -187,6 +191,16 @@ def _next_target(
 
 def _emergency(vm: VmObservation, control: VmControl, config: PolicyConfig) -> str | None:
     """Why the guest needs its memory back now, or None."""
+    balloon = vm.sample.balloon
+    if (
+        balloon is not None
+        and control.last_actual_bytes is not None
+        and balloon.actual_bytes > control.last_actual_bytes + SETTLED_SLACK
+        and balloon.actual_bytes > control.target_bytes + SETTLED_SLACK
+    ):
+        # Grown past its target without being asked: the guest is taking balloon pages back
+        # on the verge of OOM (deflate-on-oom). Seen at the next poll, before its statistics.
+        return "the guest took balloon pages back (deflate-on-oom)"
     guest = vm.sample.guest
     if not _complete(vm, config) or guest is None or guest.available_bytes is None:
         return None
