@@ -34,12 +34,12 @@ def test_libvirt_gets_a_memballoon_element_that_parses() -> None:
 
 def test_cloud_hypervisor_gets_the_balloon_option() -> None:
     snippet = launch_options("cloud-hypervisor", name="db").snippet
-    assert "--balloon size=0,deflate_on_oom=off,free_page_reporting=on" in snippet
+    assert "--balloon size=0,deflate_on_oom=on,free_page_reporting=on" in snippet
     assert "--api-socket path=/run/vms/db.sock" in snippet
 
 
 def test_firecracker_gets_a_put_balloon_before_boot() -> None:
-    options = launch_options("firecracker", stats_interval=2)
+    options = launch_options("firecracker", stats_interval=2, deflate_on_oom=False)
     body = json.loads(options.snippet.split(" -d ", 1)[1].strip("'"))
     assert body == {
         "amount_mib": 0,
@@ -49,6 +49,14 @@ def test_firecracker_gets_a_put_balloon_before_boot() -> None:
     }
     assert "-X PUT http://localhost/balloon" in options.snippet
     assert "before InstanceStart" in options.note
+
+
+def test_deflate_on_oom_is_on_by_default_and_can_be_turned_off(capsys) -> None:
+    assert "deflate-on-oom=on" in launch_options("qemu").snippet
+    assert main(["host", "launch-options", "--hypervisor", "qemu", "--no-deflate-on-oom"]) == 0
+    assert "deflate-on-oom=off" in capsys.readouterr().out
+    assert main(["host", "launch-options", "--hypervisor", "libvirt"]) == 0
+    assert "autodeflate='on'" in capsys.readouterr().out
 
 
 def test_an_unknown_hypervisor_is_a_usage_error() -> None:

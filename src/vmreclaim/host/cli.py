@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from vmreclaim.errors import HostError, UsageError, VmreclaimError
 from vmreclaim.host.config import STATS_PERIOD_S
+from vmreclaim.host.launch import DEFLATE_ON_OOM
 
 if TYPE_CHECKING:
     from vmreclaim.host.fleet import Fleet
@@ -162,7 +163,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     launch.add_argument("--name", default="vm1", help="the VM's name, for socket paths")
     launch.add_argument(
-        "--deflate-on-oom", action="store_true", help="let the guest take balloon pages back"
+        "--deflate-on-oom",
+        action=argparse.BooleanOptionalAction,
+        default=DEFLATE_ON_OOM,
+        help="let the guest take balloon pages back on the verge of OOM (default on: without "
+        "it a squeezed guest refuses large allocations; README, Bursts)",
     )
     launch.add_argument(
         "--stats-interval",

@@ -18,6 +18,13 @@ from dataclasses import dataclass
 from vmreclaim.errors import UsageError
 
 HYPERVISORS = ("qemu", "libvirt", "cloud-hypervisor", "firecracker")
+DEFLATE_ON_OOM = True
+"""deflate-on-oom on by default: measured with `python -m vmreclaim.bench.bursts --repeat 3`
+(README, "Bursts"). Without it the balloon driver takes inflated pages out of the guest's
+MemTotal, and the kernel refused a 700 MB allocation outright in a squeezed 1.5 GiB guest
+(3 of 3); with it, the guest takes pages back on the verge of OOM and the allocation
+completed (3 of 3, no OOM kill). The price: a guest can grow past the host's target, which
+`host run` sees at its next poll and answers by deflating that guest whole."""
 
 _GUEST_NOTE = (
     "The guest needs Linux 5.7+ with CONFIG_PAGE_REPORTING and the virtio_balloon driver "
@@ -43,7 +50,7 @@ def launch_options(
     hypervisor: str,
     *,
     name: str = "vm1",
-    deflate_on_oom: bool = False,
+    deflate_on_oom: bool = DEFLATE_ON_OOM,
     stats_interval: int = 1,
 ) -> LaunchOptions:
     """The options that turn free page reporting on for `hypervisor`, for a VM called
