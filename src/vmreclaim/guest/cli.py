@@ -229,7 +229,7 @@ def _run(args: argparse.Namespace) -> int:
             drop_behind = _watch_writes(args.root)
             if drop_behind is not None:
                 stack.enter_context(drop_behind)
-        reporter = _host_reporter(args.root, settings.agent)
+        reporter, said = _host_reporter(args.root, settings.agent)
         if reporter is not None:
             stack.enter_context(reporter)
         agent = Agent(
@@ -244,27 +244,26 @@ def _run(args: argparse.Namespace) -> int:
             reporter=reporter,
         )
         agent.log_start(settings.agent)
+        log.info("%s", said)
         with stop_on_signals(agent):
             agent.run(duration_s=duration_s, max_ticks=1 if args.once else None)
     return 0
 
 
-def _host_reporter(root: Path, agent: AgentConfig) -> HostReporter | None:
-    """The reports to the host, on the configured device or the agent's virtio-serial port;
-    None (said in one line) when there is neither: the agent then runs as without a host."""
+def _host_reporter(root: Path, agent: AgentConfig) -> tuple[HostReporter | None, str]:
+    """The reports to the host, on the configured device or the agent's virtio-serial port,
+    and the line to log about it; None when there is neither: the agent then runs as it
+    would without a host."""
     path = Path(agent.channel_path) if agent.channel_path else find_port(root)
     if path is None:
-        log.info(
-            "host channel: no virtio-serial port %s (the host did not add one); not reporting "
-            "to the host",
-            PORT_NAME,
+        return None, (
+            f"host channel: no virtio-serial port {PORT_NAME} (the host did not add one); not "
+            "reporting to the host"
         )
-        return None
     if not path.exists():
-        log.info("host channel: %s does not exist; not reporting to the host", path)
-        return None
-    log.info("host channel: a report after every tick on %s", path)
-    return HostReporter(path, agent.policy, agent.interval_s)
+        return None, f"host channel: {path} does not exist; not reporting to the host"
+    reporter = HostReporter(path, agent.policy, agent.interval_s)
+    return reporter, f"host channel: a report after every tick on {path}"
 
 
 def _watch_writes(root: Path) -> DropBehind | None:
