@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -321,3 +322,62 @@ def test_a_vm_without_an_agent_channel_has_no_agent_series() -> None:
     collector.publish(MetricsView(None, "hold", (observed(),), 0, 1))  # type: ignore[arg-type]
     names = {point.name for family in collector.collect() for point in family.samples}
     assert not [name for name in names if "agent" in name]
+
+
+def test_the_daemon_pairs_a_vm_with_its_agent_and_publishes_the_report(tmp_path: Path) -> None:
+    """host run end to end over a fake QEMU (QMP) and a fake agent port of the same stem."""
+    from vmreclaim.host.config import parse_config
+    from vmreclaim.host.daemon import Daemon
+    from vmreclaim.host.sources import SourceList, VmSources
+    from vmreclaim.host.view import ViewServer, read_view
+
+    from .fake_qmp import FakeQemu
+
+    config = parse_config(
+        {
+            "qmp": [str(tmp_path / "*.qmp")],
+            "agent": [str(tmp_path / "*.agent")],
+            "socket": "",
+            "metrics": {"port": 0},
+            "host": {"keep_available": "1M"},
+        },
+        "host.toml",
+    )
+
+    async def agent(writer: asyncio.StreamWriter) -> None:
+        for seq in range(1, 100):
+            writer.write(report_line(seq))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+    async def main() -> dict[str, Any]:
+        sources = VmSources(SourceList(config.qmp))
+        daemon = Daemon(config, sources.backend, discoverer=sources.discover)
+        daemon.view = ViewServer(tmp_path / "run" / "host.sock")
+        await daemon.view.start()
+        try:
+            async with (
+                FakeQemu(tmp_path / "db.qmp"),
+                fake_port(tmp_path / "db.agent", agent),
+            ):
+                for _ in range(20):
+                    await daemon.cycle()
+                    await asyncio.sleep(0.1)
+                    view = await asyncio.get_running_loop().run_in_executor(
+                        None, read_view, tmp_path / "run" / "host.sock", 2.0
+                    )
+                    if view["vms"] and (view["vms"][0]["agent"] or {}).get("report"):
+                        return view
+                raise AssertionError(f"no report in the view: {view}")
+        finally:
+            await daemon.view.close()
+            await daemon.agents.close()
+            await daemon.fleet.close()
+            sources.close()
+
+    view = asyncio.run(main())
+    (vm,) = view["vms"]
+    assert vm["address"] == str(tmp_path / "db.qmp")
+    assert vm["agent"]["path"] == str(tmp_path / "db.agent")
+    assert vm["agent"]["connected"] is True
+    assert vm["agent"]["report"]["reclaimable_bytes"] == 300 * MIB
