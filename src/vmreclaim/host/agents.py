@@ -15,7 +15,8 @@ MAX_MESSAGE_BYTES (a longer one is skipped to its newline, never held); at most
 `messages_per_s` lines a second are parsed (the rest are dropped and counted); and past
 `bytes_per_s` the task stops reading for a while, so a flood fills the socket's buffers and
 QEMU stops taking data from the guest: the backlog stays in the guest. Per channel the daemon
-holds one latest report, its counters and at most two read buffers.
+holds one latest report, its counters and asyncio's read buffer (it stops reading the socket
+past 2 x READ_CHUNK; one read takes at most 256 KiB).
 """
 
 from __future__ import annotations
@@ -198,6 +199,8 @@ class AgentLink:
                 self._trouble("the VM closed it")
             except OSError as err:
                 self._trouble(f"read failed: {err.strerror or err!r}")
+            except Exception:  # a bug here must cost this channel a reconnect, nothing more
+                log.exception("agent channel %s: reading failed", self.path)
             finally:
                 self.connected = False
                 writer.close()
