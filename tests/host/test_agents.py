@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -148,25 +148,32 @@ def test_several_sockets_of_one_stem_go_by_directory() -> None:
 
 @asynccontextmanager
 async def fake_port(
-    path: Path, talk: Callable[[asyncio.StreamWriter], object]
-) -> AsyncIterator[list[int]]:
+    path: Path, talk: Callable[[asyncio.StreamWriter], Awaitable[None]]
+) -> AsyncIterator[None]:
     """A unix socket server that, as QEMU's chardev socket, streams what `talk` writes to the
-    one client that connects. Yields a list that holds the bytes the server got written out."""
-    written = [0]
+    client that connects; its conversations are cancelled when the block ends."""
+    talking: set[asyncio.Task[Any]] = set()
 
     async def serve(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        talking.add(task)
         try:
-            await talk(writer)  # type: ignore[misc]
-        except (ConnectionError, asyncio.CancelledError):
+            await talk(writer)
+        except ConnectionError:
             pass
         finally:
             writer.close()
 
     server = await asyncio.start_unix_server(serve, path=str(path))
     try:
-        yield written
+        yield
     finally:
         server.close()
+        for task in talking:
+            task.cancel()
+        if talking:
+            await asyncio.wait(talking)
 
 
 async def wait_for(check: Callable[[], bool], seconds: float) -> bool:
@@ -380,4 +387,46 @@ def test_the_daemon_pairs_a_vm_with_its_agent_and_publishes_the_report(tmp_path:
     assert vm["address"] == str(tmp_path / "db.qmp")
     assert vm["agent"]["path"] == str(tmp_path / "db.agent")
     assert vm["agent"]["connected"] is True
+    assert vm["agent"]["report"]["reclaimable_bytes"] == 300 * MIB
+
+
+def test_top_without_a_daemon_reads_the_agent_itself(tmp_path: Path, capsys) -> None:
+    """`top --once --json --no-daemon --agent GLOB`: the fake QEMU and agent port run on a loop
+    of their own in a thread, as a real VM would beside the command."""
+    import threading
+
+    from vmreclaim.cli import main
+
+    from .fake_qmp import FakeQemu
+
+    ready = threading.Event()
+    done: asyncio.Future[None] | None = None
+    loop = asyncio.new_event_loop()
+
+    async def agent(writer: asyncio.StreamWriter) -> None:
+        for seq in range(1, 1000):
+            writer.write(report_line(seq))
+            await writer.drain()
+            await asyncio.sleep(0.2)
+
+    async def serve() -> None:
+        nonlocal done
+        done = loop.create_future()
+        async with FakeQemu(tmp_path / "db.qmp"), fake_port(tmp_path / "db.agent", agent):
+            ready.set()
+            await done
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(5)
+        argv = ["top", "--once", "--json", "--no-daemon", "--wait", "5"]
+        argv += ["--qmp", str(tmp_path / "db.qmp"), "--agent", str(tmp_path / "*.agent")]
+        assert main(argv) == 0
+    finally:
+        assert done is not None
+        loop.call_soon_threadsafe(done.set_result, None)
+        thread.join(5)
+        loop.close()
+    (vm,) = json.loads(capsys.readouterr().out)["vms"]
     assert vm["agent"]["report"]["reclaimable_bytes"] == 300 * MIB
