@@ -181,6 +181,60 @@ def _report(setup: Setup) -> dict[str, Any] | None:
     return None if agent is None else agent["report"]
 
 
+PROBE = r"""
+import errno, glob, os
+name = "org.vmreclaim.agent.0"
+ports = glob.glob("/sys/class/virtio-ports/*")
+port = next(d for d in ports if open(d + "/name").read().strip() == name)
+fd = os.open("/dev/" + os.path.basename(port), os.O_WRONLY | os.O_NONBLOCK)
+print("opened", flush=True)
+try:
+    os.write(fd, b"hello\n")
+    print("written")
+except OSError as err:
+    print(errno.errorcode[err.errno])
+"""
+
+
+def test_without_a_host_a_port_write_would_block_and_the_agent_drops_its_reports(
+    guest_image,
+) -> None:
+    """What virtio-serial does with nobody on the host's end, and what the agent makes of it:
+    a non-blocking write fails with EAGAIN, a blocking one waits; the agent drops its reports
+    and ticks on, and the first report after the host connects shows the gap."""
+    import socket
+
+    from vmreclaim.agent_protocol import parse_report
+
+    config = MachineConfig(memory=512 * MIB, cpus=1, agent_port=True)
+    with VirtualMachine(config, guest_image) as vm:
+        vm.check(f"cat >/tmp/probe.py <<'EOF'\n{PROBE}\nEOF")
+        assert vm.check("python3 /tmp/probe.py").text.split() == ["opened", "EAGAIN"]
+        blocking = PROBE.replace(" | os.O_NONBLOCK", "")
+        vm.check(f"cat >/tmp/blocking.py <<'EOF'\n{blocking}\nEOF")
+        # Opened, then killed by timeout while its write still waits for a host.
+        waited = vm.run("timeout 30 python3 /tmp/blocking.py", timeout=60)
+        assert (waited.exit_code != 0, waited.text.split()) == (True, ["opened"])
+        start_agent(vm)
+        vm.check(
+            "for i in $(seq 60); do grep -q 'does not read the channel' /tmp/agent.log && break; "
+            "sleep 1; done",
+            timeout=90,
+        )
+        time.sleep(3)  # a few more ticks, dropped
+        with socket.socket(socket.AF_UNIX) as host:
+            host.settimeout(20)
+            host.connect(str(vm.agent_socket))
+            data = b""
+            while data.count(b"\n") < 2:
+                data += host.recv(4096)
+        first = parse_report(data.split(b"\n")[0])
+        log = stop_agent(vm)
+    assert first.seq > 3, log
+    assert log.count("the host does not read the channel") == 1, log
+    assert "reports reach the host again" in log, log
+
+
 def test_the_agents_report_reaches_top_within_a_few_ticks(setup: Setup) -> None:
     started = time.monotonic()
     start_agent(setup.vm)
