@@ -77,7 +77,7 @@ def test_an_unknown_key_hint_lists_the_allowed_keys(tmp_path):
     with pytest.raises(UsageError) as caught:
         read_config_file(config_file(tmp_path, "[agent]\ninterval = 2\n"))
     assert caught.value.hint == (
-        "[agent] takes policy, interval_s, reclaim_time_limit_s, textfile_path"
+        "[agent] takes policy, interval_s, reclaim_time_limit_s, textfile_path, channel_path"
     )
 
 

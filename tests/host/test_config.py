@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vmreclaim.errors import ConfigError
-from vmreclaim.host.config import load_config
+from vmreclaim.host.config import load_config, parse_config
 
 MIB = 1 << 20
 
@@ -107,3 +107,17 @@ def test_the_hosts_memory_is_read_under_proc_unless_host_proc_says_otherwise(
     config = load_config(write(tmp_path, text))
     assert config.proc == Path("/p")  # the VMs' processes are still read there
     assert config.host_memory_proc == tmp_path
+
+
+def test_agent_channels_are_a_list_of_sockets_or_globs() -> None:
+    config = parse_config(
+        {"agent": ["/run/vms/*.agent"], "host": {"keep_available": "1G"}}, "host.toml"
+    )
+    assert config.agent == ("/run/vms/*.agent",)
+    assert parse_config({"host": {"keep_available": "1G"}}, "host.toml").agent == ()
+
+
+def test_agent_of_the_wrong_type_names_the_key() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"agent": [1], "host": {"keep_available": "1G"}}, "host.toml")
+    assert raised.value.key == "agent"

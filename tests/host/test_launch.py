@@ -69,3 +69,48 @@ def test_the_command_prints_the_snippet_on_stdout(capsys) -> None:
     out, err = capsys.readouterr()
     assert out.startswith("--balloon size=0")
     assert "CONFIG_PAGE_REPORTING" in err
+
+
+def test_qemu_gets_the_agent_channel_on_a_virtio_serial_port() -> None:
+    options = launch_options("qemu", name="db")
+    assert options.channel.split() == [
+        "-device",
+        "virtio-serial-pci,id=vmreclaim-serial",
+        "-chardev",
+        "socket,id=vmreclaim-agent,path=/run/vms/db.agent,server=on,wait=off",
+        "-device",
+        "virtserialport,bus=vmreclaim-serial.0,chardev=vmreclaim-agent,name=org.vmreclaim.agent.0",
+    ]
+    assert options.text() == f"{options.snippet} {options.channel}"
+    assert 'agent = ["/run/vms/*.agent"]' in options.note
+
+
+def test_libvirt_gets_a_channel_element_that_parses() -> None:
+    options = launch_options("libvirt", name="db")
+    channel = ET.fromstring(options.channel)
+    assert channel.tag == "channel"
+    assert channel.attrib == {"type": "unix"}
+    source, target = channel.find("source"), channel.find("target")
+    assert source is not None
+    assert target is not None
+    assert source.attrib == {"mode": "bind", "path": "/run/vms/db.agent"}
+    assert target.attrib == {"type": "virtio", "name": "org.vmreclaim.agent.0"}
+    first, second = options.text().split("\n<channel")
+    assert ET.fromstring(first).tag == "memballoon"
+    assert ET.fromstring("<channel" + second).tag == "channel"
+
+
+@pytest.mark.parametrize("hypervisor", ["cloud-hypervisor", "firecracker"])
+def test_vsock_only_hypervisors_have_no_agent_channel_yet(hypervisor: str) -> None:
+    options = launch_options(hypervisor)
+    assert options.channel == ""
+    assert options.text() == options.snippet
+    assert "vsock" in options.note
+    assert "not implemented yet" in options.note
+
+
+def test_the_command_prints_the_qemu_channel_on_the_same_line(capsys) -> None:
+    assert main(["host", "launch-options", "--hypervisor", "qemu", "--name", "db"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.count("\n") == 1
+    assert "name=org.vmreclaim.agent.0" in out

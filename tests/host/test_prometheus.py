@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from vmreclaim.agent_protocol import AgentReport
 from vmreclaim.bench.polling_cost import paused_qemus
 from vmreclaim.errors import MissingDependencyError
 from vmreclaim.guest.textfile import GuestMetrics
 from vmreclaim.host.history import track
 from vmreclaim.host.metrics import MetricsView, _Collector
-from vmreclaim.host.records import BalloonState, GuestStats, HostMemory, VmSample
+from vmreclaim.host.records import AgentStatus, BalloonState, GuestStats, HostMemory, VmSample
 from vmreclaim.lab.qemu_command import find_qemu
 from vmreclaim.qemu.footprint import Footprint
 
@@ -74,7 +75,9 @@ def exporter_names() -> set[str]:
     balloon = BalloonState(1024 * MIB, 1000 * MIB, True)
     sample = VmSample("db", "/run/db.qmp", 7, footprint, balloon, stats)
     _, observation = track(None, sample, 2.0)
-    observation = dataclasses.replace(observation, balloon_target_bytes=1000 * MIB)
+    report = AgentReport(1, "0.1.0", "adaptive", 2.0, MIB, 2 * MIB, MIB, 0, "none", None)
+    agent = AgentStatus("/run/db.agent", True, report, 1.0, 1, (("too_long", 0),))
+    observation = dataclasses.replace(observation, balloon_target_bytes=1000 * MIB, agent=agent)
     host = HostMemory(8 << 30, 4 << 30, 1.0, 0.5)
     collector = _Collector()
     collector.publish(MetricsView(host, "hold", (observation,), 0, 2))

@@ -23,7 +23,9 @@ CLOUD_INIT = PROJECT / "docs/cloud-init-guest.yaml"
 # The exposure scores systemd 252's `systemd-analyze security` gives (0 safest, 10 worst), as
 # the README states them; a change that loosens a unit fails here (a newer systemd may weigh
 # more settings: then rescore and update the README).
-GUEST_EXPOSURE = 2.0
+# The guest's 2.0 became 2.2 with its reports to the host: a virtio-serial port is a device
+# PrivateDevices=yes would hide, so DevicePolicy=closed and DeviceAllow= take its place.
+GUEST_EXPOSURE = 2.2
 HOST_EXPOSURE = 2.5
 
 

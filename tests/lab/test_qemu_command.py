@@ -107,3 +107,14 @@ def test_auto_without_dev_kvm_is_tcg_without_probing(tmp_path: Path, monkeypatch
 def test_explicit_choice_is_kept(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(qemu_command, "kvm_usable", lambda: True)
     assert choose_accelerator("tcg", "key", tmp_path, lambda: pytest.fail("probed")) == "tcg"
+
+
+def test_the_agent_port_only_when_asked_its_socket_paired_with_the_qmp_one() -> None:
+    assert not [a for a in _argv(MachineConfig()) if "org.vmreclaim.agent.0" in a]
+    argv = _argv(MachineConfig(agent_port=True))
+    files = RunFiles(Path("/run/vm"))
+    assert f"socket,id=agent,path={files.agent_socket},server=on,wait=off" in argv
+    port = _device(argv, "virtserialport,bus=serial0.0,chardev=agent")
+    assert port.endswith(",name=org.vmreclaim.agent.0")
+    assert files.agent_socket.stem == files.qmp_socket.stem
+    assert files.agent_socket.parent == files.qmp_socket.parent

@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+from vmreclaim.agent_protocol import PORT_NAME
 from vmreclaim.errors import UsageError, VmreclaimError
 from vmreclaim.guest import oneshot, status
 from vmreclaim.guest.actions import (
@@ -20,9 +21,10 @@ from vmreclaim.guest.actions import (
     check_reporting_order,
     restore_swappiness,
 )
-from vmreclaim.guest.config import load_settings
+from vmreclaim.guest.config import AgentConfig, load_settings
 from vmreclaim.guest.daemon import Agent, stop_on_signals
 from vmreclaim.guest.dropbehind import DropBehind
+from vmreclaim.guest.hostport import HostReporter, find_port
 from vmreclaim.guest.observe import observe
 from vmreclaim.guest.observe.snapshot import DEFAULT_PAGE_SIZE
 from vmreclaim.guest.policies import POLICIES, get_policy
@@ -116,6 +118,13 @@ def _register_run(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         help="rewrite this file with the agent's metrics after every tick, for node_exporter's "
         "textfile collector (e.g. /var/lib/prometheus/node-exporter/vmreclaim.prom)",
     )
+    run.add_argument(
+        "--channel",
+        type=Path,
+        metavar="DEVICE",
+        help="write a report for the host to this device after every tick (default: the "
+        f"virtio-serial port {PORT_NAME}, when the host added one)",
+    )
     run.add_argument("--duration", metavar="SECONDS", help="run this long, then exit 0")
     run.add_argument("--once", action="store_true", help="run one tick, then exit")
     _add_root(run)
@@ -196,7 +205,11 @@ def _seconds(text: str | None, option: str) -> float | None:
 
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(
-        args.config, args.policy, _seconds(args.interval, "--interval"), args.textfile
+        args.config,
+        args.policy,
+        _seconds(args.interval, "--interval"),
+        args.textfile,
+        args.channel,
     )
     duration_s = _seconds(args.duration, "--duration")
     textfile = None
@@ -216,6 +229,9 @@ def _run(args: argparse.Namespace) -> int:
             drop_behind = _watch_writes(args.root)
             if drop_behind is not None:
                 stack.enter_context(drop_behind)
+        reporter, said = _host_reporter(args.root, settings.agent)
+        if reporter is not None:
+            stack.enter_context(reporter)
         agent = Agent(
             args.root,
             policy,
@@ -225,11 +241,29 @@ def _run(args: argparse.Namespace) -> int:
             reclaim_time_limit_s=settings.agent.reclaim_time_limit_s,
             drop_behind=drop_behind,
             textfile=textfile,
+            reporter=reporter,
         )
         agent.log_start(settings.agent)
+        log.info("%s", said)
         with stop_on_signals(agent):
             agent.run(duration_s=duration_s, max_ticks=1 if args.once else None)
     return 0
+
+
+def _host_reporter(root: Path, agent: AgentConfig) -> tuple[HostReporter | None, str]:
+    """The reports to the host, on the configured device or the agent's virtio-serial port,
+    and the line to log about it; None when there is neither: the agent then runs as it
+    would without a host."""
+    path = Path(agent.channel_path) if agent.channel_path else find_port(root)
+    if path is None:
+        return None, (
+            f"host channel: no virtio-serial port {PORT_NAME} (the host did not add one); not "
+            "reporting to the host"
+        )
+    if not path.exists():
+        return None, f"host channel: {path} does not exist; not reporting to the host"
+    reporter = HostReporter(path, agent.policy, agent.interval_s)
+    return reporter, f"host channel: a report after every tick on {path}"
 
 
 def _watch_writes(root: Path) -> DropBehind | None:

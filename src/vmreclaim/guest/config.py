@@ -57,6 +57,10 @@ class AgentConfig:
     # node_exporter's textfile collector: rewrite this *.prom file with the agent's metrics
     # after every tick (vmreclaim.guest.textfile); empty: none.
     textfile_path: str = ""
+    # The host channel: the device to write a report to after every tick
+    # (vmreclaim.guest.hostport); empty: the virtio-serial port named org.vmreclaim.agent.0,
+    # when the host added one.
+    channel_path: str = ""
 
 
 @dataclass(frozen=True)
@@ -164,12 +168,15 @@ def load_settings(
     policy: str | None = None,
     interval_s: float | None = None,
     textfile: Path | None = None,
+    channel: Path | None = None,
 ) -> Settings:
     """Defaults, overridden by the file at `path`, overridden by the command-line options."""
     settings = Settings(AgentConfig()) if path is None else read_config_file(path)
     changes: dict[str, Any] = {}
     if textfile is not None:
         changes["textfile_path"] = str(textfile.absolute())
+    if channel is not None:
+        changes["channel_path"] = str(channel.absolute())
     if policy is not None:
         get_policy(policy)
         changes["policy"] = policy

@@ -35,6 +35,7 @@ from vmreclaim.guest.actions import (
 )
 from vmreclaim.guest.config import AgentConfig, describe
 from vmreclaim.guest.dropbehind import DropBehind, DropResult
+from vmreclaim.guest.hostport import HostReporter
 from vmreclaim.guest.observe import (
     CpuTimes,
     Observation,
@@ -149,10 +150,12 @@ class Agent:
         user_hz: int | None = None,
         drop_behind: DropBehind | None = None,
         textfile: TextfileWriter | None = None,
+        reporter: HostReporter | None = None,
     ) -> None:
         """`drop_behind`: the watch of file writes whose findings each tick's observation
         carries (Observation.written) and whose files a decision may drop; the caller owns it.
-        `textfile`: rewritten with the agent's metrics after every tick."""
+        `textfile`: rewritten with the agent's metrics after every tick. `reporter`: sends
+        the host one report after every tick (vmreclaim.guest.hostport); the caller owns it."""
         self.root = root
         self.policy = policy
         self.config = config
@@ -167,6 +170,7 @@ class Agent:
         self._own_cpu = own_cpu
         self._drop_behind = drop_behind
         self._textfile = textfile
+        self._reporter = reporter
         self.cpu = CpuLedger(own_cpu)
         self._setup: tuple[float, Setup] | None = None  # (read at, setup)
         # /proc/stat counts USER_HZ ticks (sysconf's CLK_TCK, 100 on Linux).
@@ -204,12 +208,16 @@ class Agent:
         log.info("reclaim on %s: %s (%s)", kernel, plan.method, plan.reason)
 
     def tick(self) -> TickReport:
-        """Observe, decide, act on the decision, log each action, and write the textfile."""
+        """Observe, decide, act on the decision, log each action, write the textfile and
+        report to the host."""
         report = self._tick()
+        floor = self.policy.floor(self.config, self.state)
         if self._textfile is not None:
             with self.cpu.spend("textfile"):
-                floor = self.policy.floor(self.config, self.state)
                 self._textfile.tick(report, floor, self.cpu.seconds)
+        if self._reporter is not None:
+            with self.cpu.spend("reporting"):
+                self._reporter.tick(report, floor)
         return report
 
     def _tick(self) -> TickReport:

@@ -17,6 +17,7 @@ from vmreclaim.host.config import STATS_PERIOD_S
 from vmreclaim.host.launch import DEFLATE_ON_OOM
 
 if TYPE_CHECKING:
+    from vmreclaim.host.agents import AgentChannels
     from vmreclaim.host.fleet import Fleet
     from vmreclaim.host.sources import SourceList, VmSources
 
@@ -74,9 +75,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="a Firecracker API socket (--api-sock; repeatable; globs allowed)",
     )
     top.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="SOCKET",
+        help="a guest agent's channel socket (repeatable; globs allowed): shown with the VM "
+        "whose socket has the same stem (db.agent with db.qmp)",
+    )
+    top.add_argument(
         "--config",
         type=Path,
-        help="take the VMs (qmp, libvirt, cloud_hypervisor, firecracker) from this TOML",
+        help="take the VMs (qmp, libvirt, cloud_hypervisor, firecracker) and agent channels "
+        "from this TOML",
     )
     top.add_argument(
         "--socket",
@@ -207,6 +217,7 @@ def _sources(args: argparse.Namespace) -> SourceList:
 
 
 def _top(args: argparse.Namespace) -> int:
+    from vmreclaim.host.agents import AgentChannels
     from vmreclaim.host.config import default_timeout, load_config, max_stats_age
     from vmreclaim.host.discovery import Discovery
     from vmreclaim.host.fleet import Fleet
@@ -219,8 +230,10 @@ def _top(args: argparse.Namespace) -> int:
     proc = Path("/proc")
     stale_after = 3.0
     socket = default_socket_path()
+    agent_sockets = list(args.agent)
     if args.config is not None:
         config = load_config(args.config)
+        agent_sockets += config.agent
         stale_after = config.stale_after
         socket = config.socket or socket
         sources = SourceList(
@@ -244,6 +257,7 @@ def _top(args: argparse.Namespace) -> int:
     # Connection news is for the daemon's log; top shows it in its table or fails with it.
     logging.getLogger("vmreclaim.host.fleet").setLevel(logging.ERROR)
     logging.getLogger("vmreclaim.host.discovery").setLevel(logging.WARNING)
+    logging.getLogger("vmreclaim.host.agents").setLevel(logging.ERROR)
     # Nothing named: every VM on the host that can be watched.
     discovery = None if sources else Discovery(proc, timeout=timeout)
     vm_sources = VmSources(sources, proc, timeout=timeout, discovery=discovery)
@@ -255,12 +269,16 @@ def _top(args: argparse.Namespace) -> int:
     )
 
     async def run() -> int:
+        agents = AgentChannels(agent_sockets)
         try:
             if args.once:
-                return await _top_once(fleet, vm_sources, args, proc, max_age)
-            await run_live(fleet, args.interval, proc, max_age, lambda: vm_sources.not_watched)
+                return await _top_once(fleet, vm_sources, args, proc, max_age, agents=agents)
+            await run_live(
+                fleet, args.interval, proc, max_age, lambda: vm_sources.not_watched, agents=agents
+            )
             return 0
         finally:
+            await agents.close()
             await fleet.close()
             vm_sources.close()
 
@@ -301,7 +319,13 @@ def _check_stale_after(stale_after: float | None) -> None:
 
 
 async def _top_once(
-    fleet: Fleet, vm_sources: VmSources, args: argparse.Namespace, proc: Path, max_age: float
+    fleet: Fleet,
+    vm_sources: VmSources,
+    args: argparse.Namespace,
+    proc: Path,
+    max_age: float,
+    *,
+    agents: AgentChannels,
 ) -> int:
     """Print one snapshot of every VM, those that failed included, and say by the exit
     status whether all, some or none of them answered. VMs that discovery found but cannot
@@ -309,7 +333,7 @@ async def _top_once(
     from vmreclaim.host.hostmem import read_host_memory
     from vmreclaim.host.top import not_watched_json, poll_once, render_table, snapshot_json
 
-    poll = await poll_once(fleet, args.wait)
+    poll = await poll_once(fleet, args.wait, agents)
     host = read_host_memory(proc)
     not_watched = vm_sources.not_watched
     if args.json:
@@ -391,7 +415,7 @@ def _launch_options(args: argparse.Namespace) -> int:
         deflate_on_oom=args.deflate_on_oom,
         stats_interval=args.stats_interval,
     )
-    print(options.snippet)
+    print(options.text())
     print(options.note, file=sys.stderr)
     return 0
 

@@ -9,6 +9,10 @@ suffixes ("512M", "2G") or plain byte counts. An example with every key and its 
     firecracker = []                  # Firecracker API sockets (--api-sock), or globs
                                       # none of the four: every VM found on the host
                                       # (discovery.py)
+    agent = ["/run/vms/*.agent"]      # guest agents' channels: the unix sockets of each VM's
+                                      # virtio-serial port org.vmreclaim.agent.0, or globs; a
+                                      # socket goes with the VM whose socket (or libvirt
+                                      # domain) has the same stem: db.agent with db.qmp
     interval = 1.0                    # seconds between polls
     timeout = 0.5                     # seconds a hypervisor has to answer one call; a VM
                                       # that does not is reported hung (default: half the
@@ -159,6 +163,8 @@ class HostConfig:
     libvirt: tuple[str, ...] = ()
     cloud_hypervisor: tuple[str, ...] = ()
     firecracker: tuple[str, ...] = ()
+    agent: tuple[str, ...] = ()
+    """The guest agents' channel sockets, or globs (host/agents.py)."""
 
     @property
     def host_memory_proc(self) -> Path:
@@ -175,6 +181,7 @@ _TOP_KEYS = {
     "libvirt",
     "cloud_hypervisor",
     "firecracker",
+    "agent",
     "interval",
     "timeout",
     "stale_after",
@@ -337,6 +344,7 @@ def parse_config(data: Mapping[str, Any], path: str) -> HostConfig:
         libvirt=_string_list(top, "libvirt", 'libvirt URIs, e.g. ["qemu:///system"]'),
         cloud_hypervisor=_string_list(top, "cloud_hypervisor", "API socket paths or globs"),
         firecracker=_string_list(top, "firecracker", "API socket paths or globs"),
+        agent=_string_list(top, "agent", "agent channel socket paths or globs"),
     )
 
 

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from vmreclaim.errors import VmreclaimError
+from vmreclaim.host.agents import AgentChannels
 from vmreclaim.host.backends.base import BackendFactory
 from vmreclaim.host.config import HostConfig
 from vmreclaim.host.fleet import Discoverer, Fleet, FleetPoll
@@ -59,6 +60,7 @@ def describe(config: HostConfig) -> str:
             )
             if named
         )
+        + (f", agent channels {list(config.agent)}" if config.agent else "")
         + f", every {config.interval:g} s, {config.timeout:g} s for a hypervisor to answer, "
         f"guest statistics stale after {policy.max_stats_age_s:g} s; "
         f"keep host MemAvailable >= {format_size(policy.keep_available_bytes)}, grow back "
@@ -104,6 +106,7 @@ class Daemon:
             clock=clock,
             discoverer=discoverer,
         )
+        self.agents = AgentChannels(config.agent, clock=clock)
         self.state = PolicyState()
         self.cycles = 0
         self._clock = clock
@@ -181,6 +184,7 @@ class Daemon:
             closing_metrics = asyncio.get_running_loop().run_in_executor(None, self.metrics.close)
         given = await self._give_back()
         await _bounded_quietly(self.fleet.close(), STOP_WITHIN_S / 4, "closing the VMs")
+        await _bounded_quietly(self.agents.close(), STOP_WITHIN_S / 4, "closing agent channels")
         if self.view is not None:
             await self.view.close()
         if closing_metrics is not None:
@@ -230,7 +234,9 @@ class Daemon:
         return True
 
     async def cycle(self) -> Decision:
+        await self.agents.refresh()
         poll = await self.fleet.poll()
+        poll = FleetPoll(self.agents.attach(poll.vms), poll.unreachable)
         host = read_host_memory(self.config.host_memory_proc)
         decision = decide(Observation(host, poll.vms), self.config.policy, self.state)
         if decision.mode is not self.state.mode:

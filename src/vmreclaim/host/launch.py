@@ -8,6 +8,12 @@ Sources: QEMU's virtio-balloon properties (`free-page-reporting`, `deflate-on-oo
 6.9.0+; `<stats period>`); Cloud Hypervisor's `--balloon` (docs/balloon.md and BalloonConfig in
 its OpenAPI document); Firecracker's `PUT /balloon` (Balloon in firecracker.yaml;
 `free_page_reporting` since 1.14, accepted only before InstanceStart).
+
+The guest agent's channel (agent_protocol.PORT_NAME) is a virtio-serial port whose host end
+is a unix socket QEMU listens on (`server=on,wait=off`: the VM starts whether or not anyone
+connects, and `host run` connects when it comes). Cloud Hypervisor and Firecracker have no
+virtio-serial ports for this; their only guest channel is vsock (hybrid vsock over a unix
+socket), which vmreclaim does not speak yet.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from vmreclaim.agent_protocol import PORT_NAME
 from vmreclaim.errors import UsageError
 
 HYPERVISORS = ("qemu", "libvirt", "cloud-hypervisor", "firecracker")
@@ -40,6 +47,15 @@ class LaunchOptions:
     """What to paste: command-line options, an XML element, or a request."""
     note: str
     """Where it goes and what to know, for a human."""
+    channel: str = ""
+    """What to add for the guest agent's channel to `host run`; "" where there is none."""
+
+    def text(self) -> str:
+        """What `host launch-options` prints: options on one line, XML elements one a line."""
+        if not self.channel:
+            return self.snippet
+        separator = "\n" if self.snippet.startswith("<") else " "
+        return f"{self.snippet}{separator}{self.channel}"
 
 
 def _on(flag: bool) -> str:
@@ -57,6 +73,23 @@ def launch_options(
     `name` (used in socket paths)."""
     if stats_interval < 0:
         raise UsageError("the statistics interval is 0 (off) or more seconds")
+    channel = ""
+    agent = f"/run/vms/{name}.agent"
+    channel_note = (
+        f"The virtio-serial port {PORT_NAME} is the guest agent's channel to `vmreclaim host "
+        f"run`: in the guest, `vmreclaim guest run` finds it and reports every tick; on the "
+        f'host, agent = ["/run/vms/*.agent"] in host.toml reads {agent} for '
+        + (
+            f"the domain named {name}."
+            if hypervisor == "libvirt"
+            else f"the VM whose QMP socket is /run/vms/{name}.qmp (the same stem)."
+        )
+    )
+    vsock_note = (
+        "The guest agent's channel to `vmreclaim host run` is a virtio-serial port, which this "
+        "hypervisor does not have (its guest channel is vsock): not implemented yet, so the "
+        "agent here runs without reporting to the host."
+    )
     if hypervisor == "qemu":
         snippet = (
             f"-device virtio-balloon-pci,id=balloon0,free-page-reporting=on,"
@@ -66,7 +99,14 @@ def launch_options(
         note = (
             "Add these to QEMU's command line (free-page-reporting is off by default). "
             "vmreclaim turns guest statistics on itself over QMP (guest-stats-polling-interval); "
-            f"watch it with `vmreclaim top --qmp /run/vms/{name}.qmp`."
+            f"watch it with `vmreclaim top --qmp /run/vms/{name}.qmp`. {channel_note} A VM that "
+            "already has a virtio-serial-pci controller can put the port on its bus instead."
+        )
+        channel = (
+            "-device virtio-serial-pci,id=vmreclaim-serial "
+            f"-chardev socket,id=vmreclaim-agent,path={agent},server=on,wait=off "
+            "-device virtserialport,bus=vmreclaim-serial.0,chardev=vmreclaim-agent,"
+            f"name={PORT_NAME}"
         )
     elif hypervisor == "libvirt":
         autodeflate = " autodeflate='on'" if deflate_on_oom else ""
@@ -78,7 +118,12 @@ def launch_options(
             "Put this element in the domain's <devices> (libvirt 6.9.0 or newer), replacing any "
             "other <memballoon>; for a defined domain `vmreclaim host libvirt enable-reporting "
             f"{name}` does it. It applies from the domain's next start. Watch with "
-            "`vmreclaim top --libvirt qemu:///system`."
+            "`vmreclaim top --libvirt qemu:///system`. Put the <channel> element in <devices> "
+            f"too (libvirt adds the virtio-serial controller itself). {channel_note}"
+        )
+        channel = (
+            f"<channel type='unix'><source mode='bind' path='{agent}'/>"
+            f"<target type='virtio' name='{PORT_NAME}'/></channel>"
         )
     elif hypervisor == "cloud-hypervisor":
         snippet = (
@@ -88,7 +133,7 @@ def launch_options(
         note = (
             "Add these to cloud-hypervisor's command line (or set BalloonConfig "
             "free_page_reporting=true in PUT /api/v1/vm.create). Watch with `vmreclaim top "
-            f"--cloud-hypervisor /run/vms/{name}.sock`."
+            f"--cloud-hypervisor /run/vms/{name}.sock`. {vsock_note}"
         )
     elif hypervisor == "firecracker":
         body = {
@@ -105,10 +150,10 @@ def launch_options(
             "Send this PUT /balloon before InstanceStart: Firecracker (1.14 or newer for "
             "free_page_reporting) refuses it after boot, and statistics cannot be turned on "
             "later either. Watch with `vmreclaim top --firecracker "
-            f"/run/vms/{name}.sock`."
+            f"/run/vms/{name}.sock`. {vsock_note}"
         )
     else:
         raise UsageError(
             f"unknown hypervisor {hypervisor!r}", hint=f"one of {', '.join(HYPERVISORS)}"
         )
-    return LaunchOptions(hypervisor, snippet, f"{note}\n{_GUEST_NOTE}")
+    return LaunchOptions(hypervisor, snippet, f"{note}\n{_GUEST_NOTE}", channel)

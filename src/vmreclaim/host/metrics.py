@@ -63,12 +63,27 @@ _VM_METRICS: tuple[tuple[str, str, str], ...] = (
         "1 when the guest's statistics are missing or older than the staleness threshold: "
         "the VM is neither shrunk nor judged in need",
     ),
+    (
+        "agent_reclaimable_bytes",
+        GAUGE,
+        "What the guest agent says could come back: its reclaimable cache above its floor "
+        "(the guest's word, unverified)",
+    ),
+    ("agent_floor_bytes", GAUGE, "Reclaimable cache the guest agent's policy keeps"),
+    (
+        "agent_report_age_seconds",
+        GAUGE,
+        "Seconds since the guest agent's latest valid report arrived",
+    ),
+    ("agent_connected", GAUGE, "1 while the daemon holds the agent channel's socket"),
+    ("agent_reports_total", COUNTER, "Valid reports received from the guest agent"),
 )
 """Per-VM metrics, each named `vmreclaim_vm_<name>` with the labels `vm` and `address`.
 Counters end in `_total` and start again from 0 with a new VM process (a restarted guest, a
 new QEMU), which Prometheus' rate() and increase() treat as a counter reset."""
 
 VM_LABELS = ("vm", "address")
+DROPPED = "agent_messages_dropped_total"
 
 
 def vm_values(vm: VmObservation, max_stats_age_s: float) -> dict[str, float | None]:
@@ -92,6 +107,19 @@ def vm_values(vm: VmObservation, max_stats_age_s: float) -> dict[str, float | No
         "free_page_reporting": None if reporting is None else float(reporting),
         "guest_stats_age_seconds": vm.stats_age_s,
         "guest_stats_stale": float(vm.stats_stale(max_stats_age_s)) if balloon else None,
+        **_agent_values(vm),
+    }
+
+
+def _agent_values(vm: VmObservation) -> dict[str, float | None]:
+    agent = vm.agent
+    report = agent.report if agent else None
+    return {
+        "agent_reclaimable_bytes": report.reclaimable_bytes if report else None,
+        "agent_floor_bytes": report.floor_bytes if report else None,
+        "agent_report_age_seconds": agent.report_age_s if agent else None,
+        "agent_connected": float(agent.connected) if agent else None,
+        "agent_reports_total": agent.reports if agent else None,
     }
 
 
@@ -149,6 +177,7 @@ class _Collector:
                 if value is not None:
                     families[name].add_metric([vm.sample.name, vm.sample.address], value)
         yield from families.values()
+        yield _dropped(view.vms)
         for name, kind, text, value in _host_values(view):
             if value is not None:
                 family = _family(f"vmreclaim_{name}", kind, text)
@@ -157,6 +186,22 @@ class _Collector:
         mode = GaugeMetricFamily("vmreclaim_policy_mode", "Current policy mode", labels=["mode"])
         mode.add_metric([view.mode], 1.0)
         yield mode
+
+
+def _dropped(vms: Sequence[VmObservation]) -> Any:
+    family = _family(
+        f"vmreclaim_vm_{DROPPED}",
+        COUNTER,
+        "Messages from the guest agent's channel dropped, by reason: too_long (over 4 KiB), "
+        "not_json, invalid (unknown type or version, a key of the wrong type or range), "
+        "rate_limited",
+        (*VM_LABELS, "reason"),
+    )
+    for vm in vms:
+        if vm.agent is not None:
+            for reason, count in vm.agent.dropped:
+                family.add_metric([vm.sample.name, vm.sample.address, reason], float(count))
+    return family
 
 
 class MetricsServer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from vmreclaim.agent_protocol import AgentReport
 from vmreclaim.qemu.footprint import Footprint
 
 
@@ -64,6 +65,24 @@ class VmSample:
 
 
 @dataclass(frozen=True)
+class AgentStatus:
+    """The guest agent's channel of one VM (host/agents.py): its latest valid report and what
+    was dropped. What the report says is the guest's word, unverified."""
+
+    path: str
+    """The host end of the channel: the unix socket of the VM's virtio-serial port."""
+    connected: bool
+    report: AgentReport | None
+    """The latest valid report; None until one arrives."""
+    report_age_s: float | None
+    """Seconds since that report arrived."""
+    reports: int
+    """Valid reports received since the daemon first connected."""
+    dropped: tuple[tuple[str, int], ...]
+    """Messages dropped, by reason (agent_protocol.DROP_REASONS), every reason listed."""
+
+
+@dataclass(frozen=True)
 class VmObservation:
     """A sample with what only history can tell."""
 
@@ -82,6 +101,8 @@ class VmObservation:
     stats_at: float | None = None
     """When the guest made the report its statistics come from (host clock); None when it never
     reported. A report newer than a balloon change is the first to show what the change did."""
+    agent: AgentStatus | None = None
+    """The guest agent's channel, when one is configured for this VM."""
 
     def stats_fresh(self, max_age_s: float) -> bool:
         """Whether the guest's statistics are recent enough to act on."""

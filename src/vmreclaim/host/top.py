@@ -8,21 +8,31 @@ view. None of them does I/O.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vmreclaim.agent_protocol import AgentReport
 from vmreclaim.errors import HostError
 from vmreclaim.host.fleet import Fleet, FleetPoll, VmFailure
-from vmreclaim.host.records import BalloonState, GuestStats, HostMemory, VmObservation, VmSample
+from vmreclaim.host.records import (
+    AgentStatus,
+    BalloonState,
+    GuestStats,
+    HostMemory,
+    VmObservation,
+    VmSample,
+)
 from vmreclaim.qemu.footprint import Footprint
 from vmreclaim.units import format_size
 
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from vmreclaim.host.agents import AgentChannels
     from vmreclaim.host.discovery import Found
 
 _SPARKS = "▁▂▃▄▅▆▇█"
@@ -63,7 +73,35 @@ def vm_json(vm: VmObservation, max_stats_age_s: float) -> dict[str, Any]:
         "host_unused_bytes": vm.host_unused_bytes,
         "returned_bytes": vm.returned_bytes,
         "trend": list(vm.trend),
+        "agent": None if vm.agent is None else agent_json(vm.agent),
     }
+
+
+def agent_json(agent: AgentStatus) -> dict[str, Any]:
+    """The agent's channel: its latest report as the guest sent it (validated, unverified)."""
+    report = agent.report
+    return {
+        "path": agent.path,
+        "connected": agent.connected,
+        "age_s": agent.report_age_s,
+        "reports": agent.reports,
+        "dropped": dict(agent.dropped),
+        "report": None if report is None else dataclasses.asdict(report),
+    }
+
+
+def _agent(entry: Mapping[str, Any] | None) -> AgentStatus | None:
+    if entry is None:
+        return None
+    report = entry["report"]
+    return AgentStatus(
+        path=entry["path"],
+        connected=entry["connected"],
+        report=None if report is None else AgentReport(**report),
+        report_age_s=entry["age_s"],
+        reports=entry["reports"],
+        dropped=tuple(entry["dropped"].items()),
+    )
 
 
 def snapshot_json(
@@ -161,6 +199,7 @@ def _observation(entry: Mapping[str, Any], taken_at: float) -> VmObservation:
         trend=tuple(entry["trend"]),
         balloon_target_bytes=balloon["target_bytes"] if balloon else None,
         stats_age_s=guest["age_s"] if guest else None,
+        agent=_agent(entry.get("agent")),
     )
 
 
@@ -188,6 +227,16 @@ def stats_age_text(vm: VmObservation, max_stats_age_s: float) -> str:
     if vm.stats_stale(max_stats_age_s):
         return f"[red]stale{age}[/red]"
     return age.strip()
+
+
+def agent_text(agent: AgentStatus | None) -> str:
+    """What the guest agent says could come back; `-` without a channel or a report yet."""
+    report = agent.report if agent else None
+    if agent is None or report is None:
+        return "-"
+    size = _size(report.reclaimable_bytes)
+    old = agent.report_age_s is not None and agent.report_age_s > 3 * max(report.interval_s, 2)
+    return f"[dim]{size} ({agent.report_age_s:.0f} s ago)[/dim]" if old else size
 
 
 def not_watched_json(found: Sequence[Found]) -> list[dict[str, Any]]:
@@ -232,6 +281,7 @@ def render_table(
         "reporting",
         "held unused",
         "returned",
+        "agent can give",
         "trend",
     ):
         table.add_column(column, justify="left" if column in ("VM", "trend") else "right")
@@ -252,29 +302,38 @@ def render_table(
             "-" if reporting is None else "[green]on[/green]" if reporting else "[red]off[/red]",
             _size(vm.host_unused_bytes),
             _size(vm.returned_bytes),
+            agent_text(vm.agent),
             sparkline(vm.trend),
         )
     for failure in poll.unreachable:
         state = "hung" if failure.hung else "unreachable"
-        table.add_row(f"[red]{failure.address}[/red]", state, *[""] * 8, failure.error[:60])
+        table.add_row(f"[red]{failure.address}[/red]", state, *[""] * 9, failure.error[:60])
     for entry in not_watched:
         label = f"{entry.name} {entry.pid}" if entry.name and entry.pid else entry.address
         reason = (entry.reason or "")[:60]
-        table.add_row(f"[dim]{label}[/dim]", "not watched", *[""] * 8, reason)
+        table.add_row(f"[dim]{label}[/dim]", "not watched", *[""] * 9, reason)
     return table
 
 
-async def poll_once(fleet: Fleet, wait_for_stats: float) -> FleetPoll:
+async def poll_once(
+    fleet: Fleet, wait_for_stats: float, agents: AgentChannels | None = None
+) -> FleetPoll:
     """Connect, then poll until every VM with a balloon has guest statistics (a fresh
-    connection turns polling on, and the guest answers within its interval) or time is up."""
+    connection turns polling on, and the guest answers within its interval) and every agent
+    channel that connected has a report, or time is up."""
     await fleet.connect_all()
+    if agents is not None:
+        await agents.refresh()
     deadline = time.monotonic() + wait_for_stats
     while True:
         poll = await fleet.poll()
+        if agents is not None:
+            poll = FleetPoll(agents.attach(poll.vms), poll.unreachable)
         waiting = [
             vm for vm in poll.vms if vm.sample.balloon is not None and vm.stats_age_s is None
         ]
-        if not waiting or time.monotonic() >= deadline:
+        awaited = agents is not None and agents.awaited(poll.vms)
+        if not (waiting or awaited) or time.monotonic() >= deadline:
             return poll
         await asyncio.sleep(0.5)
 
@@ -285,6 +344,8 @@ async def run_live(
     proc: Path,
     max_stats_age_s: float,
     not_watched: Callable[[], Sequence[Found]] = tuple,
+    *,
+    agents: AgentChannels | None = None,
 ) -> None:
     from rich.live import Live
 
@@ -293,7 +354,11 @@ async def run_live(
     await fleet.connect_all()
     with Live(auto_refresh=False, screen=False) as live:
         while True:
+            if agents is not None:
+                await agents.refresh()
             poll = await fleet.poll()
+            if agents is not None:
+                poll = FleetPoll(agents.attach(poll.vms), poll.unreachable)
             host = read_host_memory(proc)
             table = render_table(poll, host, max_stats_age_s, not_watched())
             live.update(table, refresh=True)

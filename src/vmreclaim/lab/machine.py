@@ -271,6 +271,13 @@ class VirtualMachine:
             raise ChannelError("the guest is not running")
         return self._files.qmp_socket
 
+    @property
+    def agent_socket(self) -> Path:
+        """The host end of the agent's channel (MachineConfig.agent_port)."""
+        if self._files is None or not self.config.agent_port:
+            raise ChannelError("the guest is not running with an agent port")
+        return self._files.agent_socket
+
     def _running(self) -> subprocess.Popen[bytes]:
         if self._process is None:
             raise ChannelError("the guest is not running")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmreclaim.agent_protocol import PORT_NAME
 from vmreclaim.errors import MissingDependencyError, UsageError
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,9 @@ class MachineConfig:
     """TCG only: the guest's clock advances 2**icount ns per instruction (QEMU's -icount), so
     CPU time measured inside the guest counts instructions, not how slowly TCG emulates them.
     0 is a 1 GHz CPU retiring one instruction per cycle, slower than any host KVM would use."""
+    agent_port: bool = False
+    """Give the guest the agent's virtio-serial port (agent_protocol.PORT_NAME), its host end
+    a unix socket QEMU listens on (RunFiles.agent_socket), as `host launch-options` says."""
 
     def validate(self) -> None:
         if self.memory < 128 * MIB:
@@ -91,6 +95,12 @@ class RunFiles:
     def qmp_socket(self) -> Path:
         """A second monitor, left free for other tools (`vmreclaim top --qmp ...`)."""
         return self.directory / "qmp.sock"
+
+    @property
+    def agent_socket(self) -> Path:
+        """The host end of the agent's channel: the stem of `qmp_socket`, so that `host run`'s
+        `agent` globs pair the two."""
+        return self.directory / "qmp.agent"
 
     @property
     def console_log(self) -> Path:
@@ -174,6 +184,13 @@ def qemu_argv(
         "-qmp", f"unix:{files.qmp_socket},server=on,wait=off",
     ]
     # fmt: on
+    if config.agent_port:
+        argv += [
+            "-chardev",
+            f"socket,id=agent,path={files.agent_socket},server=on,wait=off",
+            "-device",
+            f"virtserialport,bus=serial0.0,chardev=agent,name={PORT_NAME}",
+        ]
     if config.icount is not None:
         # sleep=on: while the guest idles its clock follows the host's, as without icount.
         argv += ["-icount", f"shift={config.icount},sleep=on"]

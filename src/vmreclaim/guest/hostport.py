@@ -1,0 +1,184 @@
+"""The agent's reports to the host: one line per tick on a virtio-serial port, never blocking.
+
+The host adds the port (`vmreclaim host launch-options`); a guest without it reports nothing
+and runs as before. The port is /dev/virtio-ports/PORT_NAME where udev made that link, else the
+/dev/vportNpM whose /sys/class/virtio-ports/vportNpM/name is PORT_NAME (guests without udev).
+
+A virtio-serial write blocks while no one holds the host's end (virtio_console.c:
+wait_port_writable() waits for host_connected), and so does one the host does not read. The
+port is therefore opened O_NONBLOCK: such a write fails with EAGAIN, and that report is dropped
+(its sequence number is skipped, so the host sees the gap). The tick never waits on the host.
+The kernel lets one process at a time open a port (EBUSY otherwise); the agent keeps it open,
+and opens it again at a later tick if that fails or the port goes away (ENODEV: unplugged).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vmreclaim import __version__
+from vmreclaim.agent_protocol import PORT_NAME, AgentReport, encode_report
+from vmreclaim.guest.oneshot import DEFAULT_KEEP_BYTES
+
+if TYPE_CHECKING:
+    from vmreclaim.guest.daemon import TickReport
+
+log = logging.getLogger(__name__)
+
+
+def find_port(root: Path, name: str = PORT_NAME) -> Path | None:
+    """The character device of the virtio-serial port called `name`, or None."""
+    linked = root / "dev" / "virtio-ports" / name
+    if linked.exists():
+        return linked
+    try:
+        ports = sorted((root / "sys" / "class" / "virtio-ports").iterdir())
+    except OSError:
+        return None
+    for port in ports:
+        try:
+            if (port / "name").read_text().strip() == name:
+                device = root / "dev" / port.name
+                return device if device.exists() else None
+        except OSError:
+            continue
+    return None
+
+
+def _last_action(report: TickReport) -> str | None:
+    """The action this tick took, by textfile's names (the last in the daemon's order)."""
+    decision = report.decision
+    taken = None
+    if report.dropped is not None and report.dropped.files > 0:
+        taken = "drop_behind"
+    if report.split is not None:
+        taken = "split_huge_pages"
+    if report.reclaim is not None:
+        taken = "drop_caches" if decision.drop_caches else "reclaim"
+    if report.compaction is not None:
+        taken = "compact"
+    return taken
+
+
+def cold_estimate(cache_bytes: int | None, floor_bytes: int | None) -> int | None:
+    """What could come back: reclaimable cache above the policy's floor (above WSL2's 128 MiB
+    for a policy without one)."""
+    if cache_bytes is None:
+        return None
+    floor = DEFAULT_KEEP_BYTES if floor_bytes is None else floor_bytes
+    return max(0, cache_bytes - floor)
+
+
+class HostReporter:
+    """Writes a report to the port after every tick; drops what cannot be written at once."""
+
+    def __init__(
+        self,
+        path: Path,
+        policy: str,
+        interval_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.policy = policy
+        self.interval_s = interval_s
+        self.sent = 0
+        self.dropped = 0
+        self._clock = clock
+        self._fd: int | None = None
+        self._seq = 0
+        self._last_action: tuple[str, float] | None = None
+        self._torn = False  # a short write left half a line: start the next with a newline
+        self._problem: str | None = None  # what is wrong now, logged once until it changes
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> HostReporter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def report(self, tick: TickReport, floor_bytes: int | None) -> AgentReport:
+        """The report of `tick`, numbered; the agent's last action remembered."""
+        now = self._clock()
+        action = _last_action(tick)
+        if action is not None:
+            self._last_action = (action, now)
+        obs = tick.after or tick.before
+        refaults = obs.vmstat.workingset_refault_file
+        cache = obs.reclaimable_cache_bytes
+        self._seq += 1
+        return AgentReport(
+            seq=self._seq,
+            version=__version__,
+            policy=self.policy,
+            interval_s=self.interval_s,
+            reclaimable_bytes=cold_estimate(cache, floor_bytes),
+            cache_bytes=cache,
+            floor_bytes=floor_bytes,
+            refaulted_bytes=None if refaults is None else refaults * obs.page_size,
+            last_action=self._last_action[0] if self._last_action else "none",
+            last_action_age_s=round(now - self._last_action[1], 3) if self._last_action else None,
+        )
+
+    def tick(self, tick: TickReport, floor_bytes: int | None) -> bool:
+        """Send this tick's report; True when it was written whole."""
+        line = encode_report(self.report(tick, floor_bytes))
+        if self._torn:
+            line = b"\n" + line
+        return self.send(line)
+
+    def send(self, line: bytes) -> bool:
+        if self._fd is None and not self._open():
+            self.dropped += 1
+            return False
+        assert self._fd is not None
+        try:
+            written = os.write(self._fd, line)
+        except BlockingIOError:
+            self.dropped += 1
+            self._trouble(
+                "the host does not read the channel (not connected?): reports are dropped "
+                "until it does",
+                logging.INFO,
+            )
+            return False
+        except OSError as err:
+            self.dropped += 1
+            self.close()
+            self._trouble(f"cannot write to the host channel {self.path}: {err.strerror}")
+            return False
+        self._torn = written < len(line)
+        if self._torn:
+            self.dropped += 1
+            return False
+        self.sent += 1
+        if self._problem is not None:
+            log.info("host channel %s: reports reach the host again", self.path)
+            self._problem = None
+        return True
+
+    def _open(self) -> bool:
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        except OSError as err:
+            hint = " (another process holds the port)" if err.errno == errno.EBUSY else ""
+            self._trouble(f"cannot open the host channel {self.path}: {err.strerror}{hint}")
+            return False
+        return True
+
+    def _trouble(self, problem: str, level: int = logging.WARNING) -> None:
+        if problem != self._problem:
+            log.log(level, "%s", problem)
+        self._problem = problem

@@ -1,0 +1,314 @@
+"""The host end of the guest agents' channels: read each agent's reports, keep the latest.
+
+Each VM's virtio-serial port (agent_protocol.PORT_NAME) is a unix socket on the host, where
+QEMU listens (`-chardev socket,server=on,wait=off`, libvirt's `<channel type='unix'>`): the
+daemon connects to it and reads. Which socket belongs to which VM: the configuration names
+the sockets by globs (`agent = ["/run/vms/*.agent"]`) and a socket goes with the VM whose
+address has the same stem, its file name without the suffix: /run/vms/db.agent with the QMP
+socket /run/vms/db.qmp (or Cloud Hypervisor's /run/vms/db.sock, libvirt's domain db). When
+several sockets share a stem, the one in the VM socket's directory wins; without one there,
+the VM gets none.
+
+The guest is untrusted, so reading it costs the daemon a bounded amount whatever the guest
+sends: one task per channel reads without blocking anyone else; a line is at most
+MAX_MESSAGE_BYTES (a longer one is skipped to its newline, never held); at most
+`messages_per_s` lines a second are parsed (the rest are dropped and counted); and past
+`bytes_per_s` the task stops reading for a while, so a flood fills the socket's buffers and
+QEMU stops taking data from the guest: the backlog stays in the guest. Per channel the daemon
+holds one latest report, its counters and asyncio's read buffer (it stops reading the socket
+past 2 x READ_CHUNK; one read takes at most 256 KiB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from vmreclaim.agent_protocol import (
+    DROP_REASONS,
+    MAX_MESSAGE_BYTES,
+    RATE_LIMITED,
+    TOO_LONG,
+    AgentReport,
+    BadMessage,
+    LineSplitter,
+    parse_report,
+)
+from vmreclaim.host.fleet import discover
+from vmreclaim.host.records import AgentStatus, VmObservation
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 16 << 10
+CONNECT_TIMEOUT_S = 2.0
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    """What one guest may cost the daemon."""
+
+    messages_per_s: float = 5.0
+    """Lines parsed per second; an agent sends one per tick (2 s by default)."""
+    message_burst: int = 10
+    bytes_per_s: float = 64 << 10
+    """Bytes read per second before the channel is left unread for a while."""
+    byte_burst: int = 64 << 10
+
+
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at = now
+
+    def _refill(self, now: float) -> None:
+        if now > self._at:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = max(self._at, now)
+
+    def try_take(self, amount: float, now: float) -> bool:
+        """Take `amount` if there is that much; False (nothing taken) otherwise."""
+        self._refill(now)
+        if self._tokens < amount:
+            return False
+        self._tokens -= amount
+        return True
+
+    def take_owing(self, amount: float, now: float) -> float:
+        """Take `amount`, into debt if need be; the seconds until the debt is paid."""
+        self._refill(now)
+        self._tokens -= amount
+        return max(0.0, -self._tokens / self.rate)
+
+
+class AgentLink:
+    """One agent channel: connects to its socket, reads reports until the daemon closes it."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        limits: ChannelLimits = ChannelLimits(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.connected = False
+        self.report: AgentReport | None = None
+        self.received_at: float | None = None
+        self.reports = 0
+        self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self._limits = limits
+        self._clock = clock
+        now = clock()
+        self._messages = TokenBucket(limits.messages_per_s, limits.message_burst, now)
+        self._bytes = TokenBucket(limits.bytes_per_s, limits.byte_burst, now)
+        self._splitter = LineSplitter(MAX_MESSAGE_BYTES)
+        self._task: asyncio.Task[None] | None = None
+        self._said: set[str] = set()  # drop reasons already logged for this channel
+        self._problem: str | None = None
+
+    @property
+    def stem(self) -> str:
+        return Path(self.path).stem
+
+    @property
+    def directory(self) -> str:
+        return str(Path(self.path).parent)
+
+    def status(self) -> AgentStatus:
+        age = None if self.received_at is None else max(0.0, self._clock() - self.received_at)
+        return AgentStatus(
+            path=self.path,
+            connected=self.connected,
+            report=self.report,
+            report_age_s=age,
+            reports=self.reports,
+            dropped=tuple(self.dropped.items()),
+        )
+
+    def receive(self, data: bytes) -> None:
+        """Take in bytes read from the channel: keep the last valid report, count the rest."""
+        now = self._clock()
+        lines, too_long = self._splitter.feed(data)
+        if too_long:
+            self._drop(TOO_LONG, f"a line over {MAX_MESSAGE_BYTES} bytes", too_long)
+        for line in lines:
+            if not line.strip():
+                continue  # the newline an agent sends after a torn write
+            if not self._messages.try_take(1, now):
+                self._drop(RATE_LIMITED, f"over {self._limits.messages_per_s:g} messages/s")
+                continue
+            try:
+                report = parse_report(line)
+            except BadMessage as err:
+                self._drop(err.reason, err.detail)
+                continue
+            self.report = report
+            self.received_at = now
+            self.reports += 1
+
+    def _drop(self, reason: str, detail: str, count: int = 1) -> None:
+        self.dropped[reason] += count
+        if reason not in self._said:
+            self._said.add(reason)
+            log.warning(
+                "agent channel %s: dropping messages (%s: %s); counted in "
+                "vmreclaim_vm_agent_messages_dropped_total, not logged again",
+                self.path,
+                reason,
+                detail,
+            )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        self.connected = False
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_unix_connection(self.path, limit=READ_CHUNK), CONNECT_TIMEOUT_S
+                )
+            except (OSError, asyncio.TimeoutError) as err:
+                failures += 1
+                self._trouble(f"cannot connect: {getattr(err, 'strerror', None) or repr(err)}")
+                await asyncio.sleep(min(MAX_BACKOFF_S, 2.0 ** (failures - 1)))
+                continue
+            failures = 0
+            self.connected = True
+            self._problem = None
+            log.info("agent channel %s: connected", self.path)
+            try:
+                await self._read(reader)
+                self._trouble("the VM closed it")
+            except OSError as err:
+                self._trouble(f"read failed: {err.strerror or err!r}")
+            except Exception:  # a bug here must cost this channel a reconnect, nothing more
+                log.exception("agent channel %s: reading failed", self.path)
+            finally:
+                self.connected = False
+                writer.close()
+            await asyncio.sleep(1.0)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            data = await reader.read(READ_CHUNK)
+            if not data:
+                return
+            self.receive(data)
+            wait = self._bytes.take_owing(len(data), self._clock())
+            if wait > 0:
+                # Not reading is the back-pressure: the socket fills, QEMU stops taking the
+                # guest's writes, and the guest's flood waits in the guest.
+                await asyncio.sleep(wait)
+
+    @property
+    def awaited(self) -> bool:
+        """No report yet, and nothing has gone wrong: one is worth waiting for."""
+        return self.report is None and self._problem is None
+
+    def _trouble(self, problem: str) -> None:
+        if problem != self._problem:
+            log.warning("agent channel %s: %s", self.path, problem)
+        self._problem = problem
+
+
+def vm_stem(address: str) -> tuple[str, str | None] | None:
+    """(stem, directory or None) of a VM's address, to pair it with its agent's socket."""
+    if address.startswith("libvirt:"):
+        if "#" not in address:
+            return None
+        return address.rpartition("#")[2], None
+    for prefix in ("cloud-hypervisor:", "firecracker:"):
+        if address.startswith(prefix):
+            address = address[len(prefix) :]
+    path = Path(address)
+    return path.stem, str(path.parent)
+
+
+class AgentChannels:
+    """Every agent channel the configuration names, each read by its own task."""
+
+    def __init__(
+        self,
+        patterns: Sequence[str],
+        *,
+        limits: ChannelLimits = ChannelLimits(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.patterns = tuple(patterns)
+        self._limits = limits
+        self._clock = clock
+        self._links: dict[str, AgentLink] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+    @property
+    def links(self) -> tuple[AgentLink, ...]:
+        return tuple(self._links.values())
+
+    async def refresh(self) -> None:
+        """Match the globs again: read new sockets, forget those whose file went away."""
+        if not self.patterns:
+            return
+        paths = discover(self.patterns)
+        gone = [path for path in self._links if path not in paths]
+        for path in gone:
+            log.info("agent channel %s is gone: forgetting it", path)
+        await asyncio.gather(*(self._links.pop(path).close() for path in gone))
+        for path in paths:
+            if path not in self._links:
+                link = AgentLink(path, limits=self._limits, clock=self._clock)
+                self._links[path] = link
+                link.start()
+
+    def link_for(self, address: str) -> AgentLink | None:
+        key = vm_stem(address)
+        if key is None:
+            return None
+        stem, directory = key
+        candidates = [link for link in self._links.values() if link.stem == stem]
+        beside = [link for link in candidates if link.directory == directory]
+        if len(beside) == 1:
+            return beside[0]
+        return candidates[0] if len(candidates) == 1 and not beside else None
+
+    def attach(self, vms: Sequence[VmObservation]) -> tuple[VmObservation, ...]:
+        """The observations, each with its agent's channel where it has one."""
+        if not self._links:
+            return tuple(vms)
+        attached = []
+        for vm in vms:
+            link = self.link_for(vm.sample.address)
+            attached.append(vm if link is None else replace(vm, agent=link.status()))
+        return tuple(attached)
+
+    def awaited(self, vms: Sequence[VmObservation]) -> bool:
+        """Whether some of these VMs' agents may still send their first report."""
+        for vm in vms:
+            link = self.link_for(vm.sample.address)
+            if link is not None and link.awaited:
+                return True
+        return False
+
+    async def close(self) -> None:
+        links, self._links = list(self._links.values()), {}
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(link.close() for link in links))

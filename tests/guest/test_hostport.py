@@ -1,0 +1,186 @@
+"""The agent's reports to the host: found on the virtio-serial port by name, one line per tick,
+and never a stalled tick when the host is not there or does not read. A FIFO under a temporary
+directory stands in for /dev/virtio-ports/...: a writer without a reader fails to open
+(ENXIO) as a port fails to write without a host, and a reader that does not read fills it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from vmreclaim.agent_protocol import PORT_NAME, parse_report
+from vmreclaim.cli import main
+from vmreclaim.guest.daemon import Agent
+from vmreclaim.guest.hostport import HostReporter, cold_estimate, find_port
+from vmreclaim.guest.policies import POLICIES
+
+from .simguest import MIB, SimGuest
+
+
+def make_agent(sim: SimGuest, reporter: HostReporter) -> Agent:
+    sim.busy_ratio = 0.05
+    policy = POLICIES["adaptive"]
+    return Agent(
+        sim.path,
+        policy,
+        policy.config_type(),
+        interval_s=2.0,
+        clock=sim.clock,
+        sleep=sim.sleep,
+        writer=sim.kernel_writer,
+        own_cpu=lambda: (0.0, 0.0),
+        user_hz=100,
+        reporter=reporter,
+    )
+
+
+@contextmanager
+def reading(fifo: Path) -> Iterator[int]:
+    """The host's end: the FIFO opened for reading, without blocking."""
+    descriptor = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        yield descriptor
+    finally:
+        os.close(descriptor)
+
+
+def read_lines(descriptor: int) -> list[bytes]:
+    data = b""
+    while True:
+        try:
+            chunk = os.read(descriptor, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data.splitlines()
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "port"
+    os.mkfifo(path)
+    return path
+
+
+def test_the_port_is_found_by_its_udev_link(tmp_path: Path) -> None:
+    link = tmp_path / "dev" / "virtio-ports" / PORT_NAME
+    link.parent.mkdir(parents=True)
+    link.touch()
+    assert find_port(tmp_path) == link
+
+
+def test_without_udev_the_port_is_found_by_its_name_in_sysfs(tmp_path: Path) -> None:
+    for port, name in (("vport1p1", "org.vmreclaim.cmd"), ("vport1p2", PORT_NAME)):
+        (tmp_path / "sys/class/virtio-ports" / port).mkdir(parents=True)
+        (tmp_path / "sys/class/virtio-ports" / port / "name").write_text(f"{name}\n")
+        (tmp_path / "dev").mkdir(exist_ok=True)
+        (tmp_path / "dev" / port).touch()
+    assert find_port(tmp_path) == tmp_path / "dev" / "vport1p2"
+
+
+def test_a_guest_without_the_port_has_none(tmp_path: Path) -> None:
+    assert find_port(tmp_path) is None
+
+
+def test_each_tick_writes_one_report_that_the_host_parses(sim: SimGuest, fifo: Path) -> None:
+    with reading(fifo) as host, HostReporter(fifo, "adaptive", 2.0, clock=sim.clock) as port:
+        make_agent(sim, port).run(max_ticks=3)
+        lines = read_lines(host)
+    reports = [parse_report(line) for line in lines]
+    assert [report.seq for report in reports] == [1, 2, 3]
+    last = reports[-1]
+    assert last.policy == "adaptive"
+    assert last.interval_s == 2.0
+    assert last.floor_bytes == 128 * MIB
+    assert last.cache_bytes is not None
+    assert last.reclaimable_bytes == last.cache_bytes - 128 * MIB
+    assert last.refaulted_bytes == sim.refault_pages * 4096
+    # The first tick only measures; the busy ticks after it reclaim.
+    assert (reports[0].last_action, reports[0].last_action_age_s) == ("none", None)
+    assert last.last_action == "reclaim"
+    assert last.last_action_age_s == 0.0
+
+
+def test_without_a_host_reports_are_dropped_and_logged_once(
+    sim: SimGuest, fifo: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with HostReporter(fifo, "adaptive", 2.0, clock=sim.clock) as port:
+        agent = make_agent(sim, port)
+        started = time.monotonic()
+        agent.run(max_ticks=3)
+        assert time.monotonic() - started < 5
+        assert (port.sent, port.dropped) == (0, 3)
+        with reading(fifo) as host:
+            agent.run(max_ticks=4)
+            lines = read_lines(host)
+    assert [parse_report(line).seq for line in lines] == [4]  # 1-3 were dropped: a gap
+    messages = [r.getMessage() for r in caplog.records if "host channel" in r.getMessage()]
+    assert len([m for m in messages if m.startswith("cannot open")]) == 1
+    assert messages[-1] == f"host channel {fifo}: reports reach the host again"
+
+
+def test_a_host_that_does_not_read_never_stalls_a_tick(sim: SimGuest, fifo: Path) -> None:
+    with reading(fifo) as host, HostReporter(fifo, "adaptive", 2.0, clock=sim.clock) as port:
+        line = b"x" * 4000 + b"\n"
+        while port.send(line):  # fill the pipe as a host that stopped reading would
+            pass
+        agent = make_agent(sim, port)
+        started = time.monotonic()
+        agent.run(max_ticks=5)
+        assert time.monotonic() - started < 5
+        assert port.dropped >= 5
+        read_lines(host)  # the host reads again
+        agent.run(max_ticks=6)
+        lines = read_lines(host)
+    assert parse_report(lines[-1]).seq == 6
+
+
+def test_a_port_that_goes_away_is_opened_again(sim: SimGuest, fifo: Path) -> None:
+    with HostReporter(fifo, "adaptive", 2.0, clock=sim.clock) as port:
+        agent = make_agent(sim, port)
+        with reading(fifo):
+            agent.run(max_ticks=1)
+        # The reader closed: a write now fails with EPIPE (SIGPIPE is ignored by Python).
+        agent.run(max_ticks=2)
+        with reading(fifo) as host:
+            agent.run(max_ticks=3)
+            lines = read_lines(host)
+    assert [parse_report(line).seq for line in lines] == [3]
+
+
+def test_the_estimate_is_cache_above_the_floor() -> None:
+    assert cold_estimate(500 * MIB, 200 * MIB) == 300 * MIB
+    assert cold_estimate(100 * MIB, 200 * MIB) == 0
+    assert cold_estimate(500 * MIB, None) == 372 * MIB  # WSL2's 128 MiB without a floor
+    assert cold_estimate(None, 200 * MIB) is None
+
+
+def test_guest_run_without_a_port_says_so_once_and_runs(debian, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    assert main(["guest", "run", "--once", "--root", str(debian.path)]) == 0
+    said = [m for m in caplog.messages if m.startswith("host channel")]
+    assert said == [
+        f"host channel: no virtio-serial port {PORT_NAME} (the host did not add one); not "
+        "reporting to the host"
+    ]
+
+
+def test_guest_run_reports_on_the_port_it_finds(debian, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    port = debian.path / "dev" / "virtio-ports" / PORT_NAME
+    port.parent.mkdir(parents=True)
+    os.mkfifo(port)
+    with reading(port) as host:
+        assert main(["guest", "run", "--once", "--root", str(debian.path)]) == 0
+        lines = read_lines(host)
+    assert parse_report(lines[0]).seq == 1
+    assert f"host channel: a report after every tick on {port}" in caplog.messages
