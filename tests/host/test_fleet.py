@@ -109,7 +109,7 @@ def test_one_slow_balloon_call_does_not_hold_back_the_others() -> None:
         policy = PolicyConfig(keep_available_bytes=1 << 30, release_available_bytes=2 << 30)
         config = HostConfig(path="test", qmp=(), policy=policy)
         daemon = Daemon(config, SlowToCancel)
-        daemon.fleet.backend = backends.get  # type: ignore[method-assign]
+        daemon.fleet.backend = backends.get  # type: ignore[method-assign,assignment]
         actions = [Action(a, a, 1 << 30, "test") for a in ("hung", "b", "c")]
         started = time.monotonic()
         await daemon.apply_all(actions, {})
