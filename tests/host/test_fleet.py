@@ -81,3 +81,40 @@ def test_a_hung_vm_is_reported_hung_without_delaying_the_others(tmp_path: Path) 
     assert hung.address == str(tmp_path / "hung.qmp")
     assert hung.hung
     assert "no answer within 0.3 s to the QMP greeting" in hung.error
+
+
+class SlowBalloon:
+    """A backend whose balloon call takes `seconds` (a VM that hangs until its bound)."""
+
+    def __init__(self, address: str, seconds: float, done: list[str]) -> None:
+        self.address = address
+        self.name = address
+        self._seconds = seconds
+        self._done = done
+
+    async def set_balloon_target(self, guest_bytes: int) -> None:
+        await asyncio.sleep(self._seconds)
+        self._done.append(self.address)
+
+
+def test_one_slow_balloon_call_does_not_hold_back_the_others() -> None:
+    from vmreclaim.host.config import HostConfig, PolicyConfig
+    from vmreclaim.host.daemon import Daemon
+    from vmreclaim.host.policy import Action
+
+    done: list[str] = []
+    backends = {a: SlowBalloon(a, 0.5 if a == "hung" else 0.0, done) for a in ("hung", "b", "c")}
+
+    async def scenario() -> float:
+        policy = PolicyConfig(keep_available_bytes=1 << 30, release_available_bytes=2 << 30)
+        config = HostConfig(path="test", qmp=(), policy=policy)
+        daemon = Daemon(config, SlowToCancel)
+        daemon.fleet.backend = backends.get  # type: ignore[method-assign,assignment]
+        actions = [Action(a, a, 1 << 30, "test") for a in ("hung", "b", "c")]
+        started = time.monotonic()
+        await daemon.apply_all(actions, {})
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(scenario())
+    assert done == ["b", "c", "hung"]
+    assert elapsed < 0.9  # once the bound, not once per VM

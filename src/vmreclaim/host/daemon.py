@@ -19,7 +19,7 @@ import logging
 import resource
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
 from vmreclaim.errors import VmreclaimError
@@ -245,12 +245,16 @@ class Daemon:
         ram = {
             vm.sample.address: vm.sample.balloon.ram_bytes for vm in poll.vms if vm.sample.balloon
         }
-        for action in decision.actions:
-            await self._apply(action, ram.get(action.address))
+        await self.apply_all(decision.actions, ram)
         self.state = decision.state
         self.cycles += 1
         self._publish(poll, decision, host)
         return decision
+
+    async def apply_all(self, actions: Sequence[Action], ram: Mapping[str, int]) -> None:
+        """Every VM's new target at once: each call is bounded, and a VM that hangs must not
+        hold back the others' (a hung VM used to delay each one after it by the timeout)."""
+        await asyncio.gather(*(self._apply(a, ram.get(a.address)) for a in actions))
 
     async def _apply(self, action: Action, ram: int | None) -> None:
         previous = self.state.vms.get(action.address)

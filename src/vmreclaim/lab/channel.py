@@ -63,7 +63,10 @@ class CommandChannel:
         if remaining <= 0:
             raise TimeoutError
         self._sock.settimeout(remaining)
-        chunk = self._sock.recv(1 << 20)
+        try:
+            chunk = self._sock.recv(1 << 20)
+        except socket.timeout as err:  # not a TimeoutError before Python 3.10
+            raise TimeoutError from err
         if not chunk:
             raise ChannelError("the guest closed the command channel")
         self._buffer += chunk
