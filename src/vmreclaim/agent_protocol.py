@@ -277,7 +277,7 @@ class _Fields:
     def word(self, key: str, empty: bool = False) -> str:
         value = self._get(key, optional=False)
         if empty and value == "":
-            return value
+            return ""
         if not isinstance(value, str) or not _WORD.fullmatch(value):
             raise BadMessage(INVALID, f"{key}: not a short word")
         return value
