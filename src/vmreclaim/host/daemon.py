@@ -61,7 +61,18 @@ def describe(config: HostConfig) -> str:
             )
             if named
         )
-        + (f", agent channels {list(config.agent)}" if config.agent else "")
+        + (
+            f", agent channels {list(config.agent)} ("
+            + (
+                f"asked for cold cache before a squeeze: {policy.ask_deadline_s:g} s deadline, "
+                f"again after {policy.ask_interval_s:g} s, or {policy.ask_backoff_s:g} s after "
+                "a refusal, silence or an unseen release)"
+                if policy.ask_agents
+                else "never asked: ask_agents = false)"
+            )
+            if config.agent
+            else ""
+        )
         + f", every {config.interval:g} s, {config.timeout:g} s for a hypervisor to answer, "
         f"guest statistics stale after {policy.max_stats_age_s:g} s; "
         f"keep host MemAvailable >= {format_size(policy.keep_available_bytes)}, grow back "
