@@ -164,26 +164,21 @@ def decide(observation: Observation, config: PolicyConfig, state: PolicyState) -
             continue  # no balloon: nothing to steer, nothing to remember
         address = vm.sample.address
         control = state.vms.get(address) or VmControl(target_bytes=balloon.actual_bytes)
-        if control.asking is not None:
-            out, outcome = asking.conclude(vm, control.asking, now)
-            control = dataclasses.replace(control, asking=out)
-            if outcome is not None:
-                outcomes.append(outcome)
-                control = dataclasses.replace(
-                    control, next_ask_at=asking.next_ask_at(outcome, config, now)
-                )
+        control, outcome = _conclude(vm, control, config, now)
+        if outcome is not None:
+            outcomes.append(outcome)
         share = shortfall * config.shares_for(vm.sample.name, address) // total_shares
         target, reason, hold = _next_target(vm, control, config, mode, share)
-        if target < control.target_bytes and control.asking is not None:
-            target, reason = control.target_bytes, ""  # the agent has until its deadline
-        elif target < control.target_bytes and now >= control.next_ask_at:
+        if target < control.target_bytes:
             wanted = share if share > 0 else max_step(balloon.ram_bytes, config)
-            asked = asking.ask(vm, config, now, wanted, request_id + 1)
-            if asked is not None:
+            control, ask = _ask_first(
+                vm, control, config, now, wanted=wanted, request_id=request_id + 1
+            )
+            if control.asking is not None:
+                target, reason = control.target_bytes, ""  # the agent has until its deadline
+            if ask is not None:
                 request_id += 1
-                asks.append(asked[0])
-                control = dataclasses.replace(control, asking=asked[1])
-                target, reason = control.target_bytes, ""
+                asks.append(ask)
         guest = vm.sample.guest
         faults = guest.major_faults if guest else None
         unsettled = control.unsettled_report
@@ -206,6 +201,39 @@ def decide(observation: Observation, config: PolicyConfig, state: PolicyState) -
         tuple(asks),
         tuple(outcomes),
     )
+
+
+def _conclude(
+    vm: VmObservation, control: VmControl, config: PolicyConfig, now: float
+) -> tuple[VmControl, Outcome | None]:
+    """The VM's control with its request to the agent ended, if it ends this cycle."""
+    if control.asking is None:
+        return control, None
+    out, outcome = asking.conclude(vm, control.asking, now)
+    control = dataclasses.replace(control, asking=out)
+    if outcome is not None:
+        next_at = asking.next_ask_at(outcome, config, now)
+        control = dataclasses.replace(control, next_ask_at=next_at)
+    return control, outcome
+
+
+def _ask_first(
+    vm: VmObservation,
+    control: VmControl,
+    config: PolicyConfig,
+    now: float,
+    *,
+    wanted: int,
+    request_id: int,
+) -> tuple[VmControl, Ask | None]:
+    """Before a shrink step: a new request to the VM's agent, if none is out, it is time and
+    the agent offers enough; the control with the request out."""
+    if control.asking is not None or now < control.next_ask_at:
+        return control, None
+    asked = asking.ask(vm, config, now, wanted, request_id)
+    if asked is None:
+        return control, None
+    return dataclasses.replace(control, asking=asked[1]), asked[0]
 
 
 def _complete(vm: VmObservation, config: PolicyConfig) -> bool:
