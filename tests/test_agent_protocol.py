@@ -21,8 +21,14 @@ from vmreclaim.agent_protocol import (
     AgentReport,
     BadMessage,
     LineSplitter,
+    ReleaseAnswer,
+    ReleaseRequest,
+    encode_answer,
     encode_report,
+    encode_request,
+    parse_guest_message,
     parse_report,
+    parse_request,
 )
 
 REPORT = AgentReport(
@@ -203,3 +209,118 @@ def test_the_splitter_never_holds_more_than_the_bound_and_loses_no_short_line(
     whole = b"".join(chunks).split(b"\n")[:-1]  # the last piece has no newline yet
     assert lines == [line for line in whole if len(line) <= bound]
     assert too_long >= len([line for line in whole if len(line) > bound])
+
+
+REQUEST = ReleaseRequest(id=3, release_bytes=200 << 20, deadline_s=4.0)
+ANSWER = ReleaseAnswer(id=3, released_bytes=180 << 20, refused="")
+requests = st.builds(
+    ReleaseRequest,
+    id=st.integers(0, 2**63 - 1),
+    release_bytes=st.integers(0, MAX_AMOUNT_BYTES),
+    deadline_s=st.floats(0, 1e9),
+)
+answers = st.builds(
+    ReleaseAnswer,
+    id=st.integers(0, 2**63 - 1),
+    released_bytes=st.integers(0, MAX_AMOUNT_BYTES),
+    refused=st.just("") | words,
+)
+
+
+@given(requests)
+def test_every_request_fits_and_parses_back_in_the_guest(request: ReleaseRequest) -> None:
+    line = encode_request(request)
+    assert len(line) <= MAX_MESSAGE_BYTES
+    assert line.count(b"\n") == 1
+    assert parse_request(line[:-1]) == request
+
+
+@given(answers)
+def test_every_answer_fits_and_parses_back_in_the_host(answer: ReleaseAnswer) -> None:
+    line = encode_answer(answer)
+    assert len(line) <= MAX_MESSAGE_BYTES
+    assert parse_guest_message(line[:-1]) == answer
+
+
+def test_the_host_reads_reports_and_answers_from_the_same_channel() -> None:
+    assert parse_guest_message(encode_report(REPORT)[:-1]) == REPORT
+    assert parse_guest_message(encode_answer(ANSWER)[:-1]) == ANSWER
+
+
+def test_a_guest_cannot_send_a_request_nor_the_host_an_answer() -> None:
+    with pytest.raises(BadMessage) as from_guest:
+        parse_guest_message(encode_request(REQUEST)[:-1])
+    with pytest.raises(BadMessage) as from_host:
+        parse_request(encode_answer(ANSWER)[:-1])
+    assert from_guest.value.reason == from_host.value.reason == INVALID
+
+
+def _answer(**changes: object) -> bytes:
+    fields = json.loads(encode_answer(ANSWER))
+    fields.update(changes)
+    return json.dumps({k: v for k, v in fields.items() if v is not ...}).encode()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"id": -1},
+        {"id": ...},
+        {"released_bytes": MAX_AMOUNT_BYTES + 1},
+        {"released_bytes": -1},
+        {"released_bytes": None},
+        {"released_bytes": 1.5},
+        {"refused": None},
+        {"refused": "no way\x1b[2J"},
+        {"refused": "x" * 65},
+        {"refused": ...},
+    ],
+)
+def test_an_answer_of_the_wrong_type_or_range_is_invalid(changes: dict[str, object]) -> None:
+    with pytest.raises(BadMessage) as raised:
+        parse_guest_message(_answer(**changes))
+    assert raised.value.reason == INVALID
+
+
+def _guest_or_reason(line: bytes) -> AgentReport | ReleaseAnswer | str:
+    try:
+        return parse_guest_message(line)
+    except BadMessage as err:
+        return err.reason
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=MAX_MESSAGE_BYTES))
+def test_the_host_takes_any_bytes_from_a_guest_without_crashing(line: bytes) -> None:
+    parsed = _guest_or_reason(line)
+    assert isinstance(parsed, (AgentReport, ReleaseAnswer)) or parsed in DROP_REASONS
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from(list(json.loads(encode_answer(ANSWER)))), json_values))
+def test_any_values_in_an_answer_parse_or_fail_cleanly(fields: dict[str, Any]) -> None:
+    line = json.dumps({**json.loads(encode_answer(ANSWER)), **fields}).encode()
+    parsed = _guest_or_reason(line)
+    if isinstance(parsed, str):
+        assert parsed in DROP_REASONS
+    elif isinstance(parsed, ReleaseAnswer):
+        assert 0 <= parsed.id < 2**63
+        assert 0 <= parsed.released_bytes <= MAX_AMOUNT_BYTES
+        assert parsed.refused == "" or (len(parsed.refused) <= 64 and parsed.refused.isascii())
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(st.sampled_from(list(json.loads(encode_request(REQUEST)))), json_values))
+def test_the_guest_takes_any_request_values_without_crashing(fields: dict[str, Any]) -> None:
+    line = json.dumps({**json.loads(encode_request(REQUEST)), **fields}).encode()
+    try:
+        request = parse_request(line)
+    except BadMessage as err:
+        reason = err.reason
+    else:
+        reason = ""
+    if reason:
+        assert reason in DROP_REASONS
+        return
+    assert 0 <= request.release_bytes <= MAX_AMOUNT_BYTES
+    assert 0 <= request.deadline_s <= 1e9

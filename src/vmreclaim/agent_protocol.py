@@ -17,6 +17,13 @@ The guest is not trusted: `LineSplitter` never holds more than MAX_MESSAGE_BYTES
 only known keys of the right type and range (unknown keys are ignored) and strings from a
 small alphabet, so nothing the guest sends can reach a terminal, a log or a Prometheus label
 as markup or control characters.
+
+Host to guest, the other way on the same port: a `request` asks the agent to release cold
+cache (an amount and a deadline); the agent answers with an `answer` of the same id, saying
+what it released or, as one short word, why it refused. The guest parses requests with the
+same bounds (the guest does not trust the host's bytes either), and the host parses a line
+from the guest as a report or an answer (`parse_guest_message`). A request can only ask: the
+guest decides what it gives, and the host judges what came back by its own measures.
 """
 
 from __future__ import annotations
@@ -51,6 +58,17 @@ NOT_JSON = "not_json"
 INVALID = "invalid"
 RATE_LIMITED = "rate_limited"
 DROP_REASONS = (TOO_LONG, NOT_JSON, INVALID, RATE_LIMITED)
+
+
+REFUSALS = (
+    "memory_pressure",
+    "within_floor",
+    "cannot_reclaim",
+    "no_figures",
+    "reclaim_failed",
+)
+"""Why an agent refuses a request, as this agent says it. The host accepts any short word (a
+newer agent may have other reasons) but counts only these by name."""
 
 
 class BadMessage(ValueError):
@@ -105,12 +123,57 @@ def encode_report(report: AgentReport) -> bytes:
     return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """The host asks the agent to release `release_bytes` of cold cache within `deadline_s`."""
+
+    id: int
+    """Counts up per request on one channel: the answer names it."""
+    release_bytes: int
+    deadline_s: float
+    """Seconds from sending after which the host stops waiting and inflates the balloon."""
+
+
+@dataclass(frozen=True)
+class ReleaseAnswer:
+    """The agent's answer to request `id`: what it released, or why it refused ("" if not).
+    The guest's word: the host never gives memory on it."""
+
+    id: int
+    released_bytes: int
+    refused: str
+
+
+def encode_request(request: ReleaseRequest) -> bytes:
+    """The request as one line, newline included."""
+    message = {
+        "type": "request",
+        "v": PROTOCOL_VERSION,
+        "id": request.id,
+        "release_bytes": request.release_bytes,
+        "deadline_s": request.deadline_s,
+    }
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def encode_answer(answer: ReleaseAnswer) -> bytes:
+    """The answer as one line, newline included."""
+    message = {
+        "type": "answer",
+        "v": PROTOCOL_VERSION,
+        "id": answer.id,
+        "released_bytes": answer.released_bytes,
+        "refused": answer.refused,
+    }
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number")
 
 
-def parse_report(line: bytes) -> AgentReport:
-    """A report from one line (without its newline). Raises BadMessage."""
+def _load(line: bytes, kinds: tuple[str, ...]) -> tuple[str, _Fields]:
+    """(type, its fields) of a message of one of `kinds` from one line. Raises BadMessage."""
     if len(line) > MAX_MESSAGE_BYTES:
         raise BadMessage(TOO_LONG, f"{len(line)} bytes")
     try:
@@ -120,11 +183,45 @@ def parse_report(line: bytes) -> AgentReport:
         raise BadMessage(NOT_JSON, type(err).__name__) from err
     if not isinstance(message, dict):
         raise BadMessage(INVALID, "not an object")
-    if message.get("type") != "report":
-        raise BadMessage(INVALID, "not a report")
+    kind = message.get("type")
+    if kind not in kinds:
+        raise BadMessage(INVALID, f"not a {' or '.join(kinds)}")
     if message.get("v") != PROTOCOL_VERSION or isinstance(message.get("v"), bool):
         raise BadMessage(INVALID, "unknown protocol version")
-    fields = _Fields(message)
+    return kind, _Fields(message)
+
+
+def parse_report(line: bytes) -> AgentReport:
+    """A report from one line (without its newline). Raises BadMessage."""
+    return _report(_load(line, ("report",))[1])
+
+
+def parse_guest_message(line: bytes) -> AgentReport | ReleaseAnswer:
+    """What the host reads from a guest: a report or an answer. Raises BadMessage."""
+    kind, fields = _load(line, ("report", "answer"))
+    return _report(fields) if kind == "report" else _answer(fields)
+
+
+def parse_request(line: bytes) -> ReleaseRequest:
+    """What the guest reads from the host: a request. Raises BadMessage."""
+    fields = _load(line, ("request",))[1]
+    return ReleaseRequest(
+        id=fields.integer("id", MAX_SEQUENCE),
+        release_bytes=fields.integer("release_bytes", MAX_AMOUNT_BYTES),
+        deadline_s=fields.seconds("deadline_s"),
+    )
+
+
+def _answer(fields: _Fields) -> ReleaseAnswer:
+    refused = fields.word("refused", empty=True)
+    return ReleaseAnswer(
+        id=fields.integer("id", MAX_SEQUENCE),
+        released_bytes=fields.integer("released_bytes", MAX_AMOUNT_BYTES),
+        refused=refused,
+    )
+
+
+def _report(fields: _Fields) -> AgentReport:
     last_action = fields.word("last_action")
     if last_action not in ACTIONS:
         raise BadMessage(INVALID, "last_action: unknown action")
@@ -177,8 +274,10 @@ class _Fields:
             raise BadMessage(INVALID, f"{key}: not a number of seconds")
         return float(value)
 
-    def word(self, key: str) -> str:
+    def word(self, key: str, empty: bool = False) -> str:
         value = self._get(key, optional=False)
+        if empty and value == "":
+            return ""
         if not isinstance(value, str) or not _WORD.fullmatch(value):
             raise BadMessage(INVALID, f"{key}: not a short word")
         return value

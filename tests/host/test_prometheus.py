@@ -76,7 +76,9 @@ def exporter_names() -> set[str]:
     sample = VmSample("db", "/run/db.qmp", 7, footprint, balloon, stats)
     _, observation = track(None, sample, 2.0)
     report = AgentReport(1, "0.1.0", "adaptive", 2.0, MIB, 2 * MIB, MIB, 0, "none", None)
-    agent = AgentStatus("/run/db.agent", True, report, 1.0, 1, (("too_long", 0),))
+    agent = AgentStatus(
+        "/run/db.agent", True, report, 1.0, 1, (("too_long", 0),), requests=(("released", 1),)
+    )
     observation = dataclasses.replace(observation, balloon_target_bytes=1000 * MIB, agent=agent)
     host = HostMemory(8 << 30, 4 << 30, 1.0, 0.5)
     collector = _Collector()

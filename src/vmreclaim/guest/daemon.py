@@ -20,6 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from vmreclaim.agent_protocol import ReleaseAnswer, ReleaseRequest
 from vmreclaim.errors import VmreclaimError
 from vmreclaim.guest.actions import (
     CompactResult,
@@ -46,6 +47,7 @@ from vmreclaim.guest.observe import (
 )
 from vmreclaim.guest.policies import Decision, Policy
 from vmreclaim.guest.priority import normal_cpu_priority
+from vmreclaim.guest.release import RECLAIM_FAILED, plan_release
 from vmreclaim.guest.textfile import TextfileWriter
 from vmreclaim.units import format_size
 
@@ -208,10 +210,15 @@ class Agent:
         log.info("reclaim on %s: %s (%s)", kernel, plan.method, plan.reason)
 
     def tick(self) -> TickReport:
-        """Observe, decide, act on the decision, log each action, write the textfile and
-        report to the host."""
+        """Observe, decide, act on the decision, log each action, answer the host's request
+        if one came, write the textfile and report to the host."""
         report = self._tick()
         floor = self.policy.floor(self.config, self.state)
+        if self._reporter is not None:
+            with self.cpu.spend("host requests"):
+                request = self._reporter.poll_request()
+                if request is not None:
+                    report = self._release(request, report, floor)
         if self._textfile is not None:
             with self.cpu.spend("textfile"):
                 self._textfile.tick(report, floor, self.cpu.seconds)
@@ -235,6 +242,57 @@ class Agent:
         report = self._act(obs, decision)
         self._log_actions(report)
         return report
+
+    def _release(
+        self, request: ReleaseRequest, report: TickReport, floor: int | None
+    ) -> TickReport:
+        """Act on the host's request through the reclaim action, answer it, log one line; the
+        tick's report with the release's observation after it."""
+        assert self._reporter is not None
+        obs = report.after or report.before
+        holding_back = self.policy.holds_back(self.config, self.state, obs.timestamp)
+        plan = plan_release(request, obs, floor, holding_back)
+        asked = (
+            f"host asked to release {format_size(request.release_bytes)} within "
+            f"{request.deadline_s:g} s (request {request.id})"
+        )
+        if plan.refused:
+            self._reporter.answer(ReleaseAnswer(request.id, 0, plan.refused))
+            log.info("%s: refused, %s (%s)", asked, plan.refused, plan.why)
+            return report
+        try:
+            result = reclaim_cache(
+                self.root,
+                plan.reclaim_bytes,
+                obs.reclaim,
+                swap_active=obs.memory.swap_active,
+                page_size=self.page_size,
+                time_limit_s=min(self.reclaim_time_limit_s, request.deadline_s),
+                clock=self._clock,
+                writer=self._writer,
+            )
+        except VmreclaimError as err:
+            self._reporter.answer(ReleaseAnswer(request.id, 0, RECLAIM_FAILED))
+            log.warning("%s: refused, reclaim failed: %s", asked, err.message)
+            return report
+        after = observe(self.root, self._clock, self.page_size, self._current_setup())
+        before_cache, after_cache = obs.reclaimable_cache_bytes, after.reclaimable_cache_bytes
+        released = (
+            0 if before_cache is None or after_cache is None else max(0, before_cache - after_cache)
+        )
+        self._reporter.answer(ReleaseAnswer(request.id, released, ""))
+        log.info(
+            "%s: reclaimed %s of %s by memory.reclaim (%s), cache %s -> %s in %.2f s; %s",
+            asked,
+            format_size(released),
+            format_size(plan.reclaim_bytes),
+            result.stop,
+            _size(before_cache),
+            _size(after_cache),
+            result.elapsed_s,
+            plan.why,
+        )
+        return dataclasses.replace(report, after=after)
 
     def _current_setup(self) -> Setup:
         now = self._clock()

@@ -1,4 +1,5 @@
-"""The agent's reports to the host: one line per tick on a virtio-serial port, never blocking.
+"""The agent's reports to the host: one line per tick on a virtio-serial port, never blocking;
+and the host's requests to release cold cache, read from the same port without waiting.
 
 The host adds the port (`vmreclaim host launch-options`); a guest without it reports nothing
 and runs as before. The port is /dev/virtio-ports/PORT_NAME where udev made that link, else the
@@ -10,6 +11,15 @@ port is therefore opened O_NONBLOCK: such a write fails with EAGAIN, and that re
 (its sequence number is skipped, so the host sees the gap). The tick never waits on the host.
 The kernel lets one process at a time open a port (EBUSY otherwise); the agent keeps it open,
 and opens it again at a later tick if that fails or the port goes away (ENODEV: unplugged).
+
+Reading: the port is opened for reading and writing with the same O_NONBLOCK, and each tick
+reads at most MAX_READ_BYTES of what the host sent (EAGAIN: nothing; 0: no host on the other
+end, port_fops_read() in virtio_console.c). The host's lines go through the same LineSplitter
+and parser as the host's own reading of the guest, and only the latest valid request of a tick
+is kept: the host has at most one out per VM, and a newer one supersedes an older. Bytes that
+arrive while no process holds the port are discarded by the guest kernel (in_intr()), so a
+request never waits for an agent that starts later. A FIFO (`--channel` pointing at one, and
+the tests' stand-in) is one-way: the agent only writes to it.
 """
 
 from __future__ import annotations
@@ -17,19 +27,34 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vmreclaim import __version__
-from vmreclaim.agent_protocol import PORT_NAME, AgentReport, encode_report
+from vmreclaim.agent_protocol import (
+    MAX_MESSAGE_BYTES,
+    PORT_NAME,
+    AgentReport,
+    BadMessage,
+    LineSplitter,
+    ReleaseAnswer,
+    ReleaseRequest,
+    encode_answer,
+    encode_report,
+    parse_request,
+)
 from vmreclaim.guest.oneshot import DEFAULT_KEEP_BYTES
 
 if TYPE_CHECKING:
     from vmreclaim.guest.daemon import TickReport
 
 log = logging.getLogger(__name__)
+
+MAX_READ_BYTES = 4 * MAX_MESSAGE_BYTES
+"""What one tick reads from the host at most: a request takes about 90 bytes."""
 
 
 def find_port(root: Path, name: str = PORT_NAME) -> Path | None:
@@ -96,6 +121,9 @@ class HostReporter:
         self._seq = 0
         self._last_action: tuple[str, float] | None = None
         self._torn = False  # a short write left half a line: start the next with a newline
+        self._readable = False  # opened for reading too (a port, not a FIFO)
+        self._splitter = LineSplitter(MAX_MESSAGE_BYTES)
+        self.bad_requests = 0
         self._problem: str | None = None  # what is wrong now, logged once until it changes
 
     def close(self) -> None:
@@ -139,6 +167,43 @@ class HostReporter:
             line = b"\n" + line
         return self.send(line)
 
+    def answer(self, answer: ReleaseAnswer) -> bool:
+        """Send the answer to a request; True when it was written whole."""
+        line = encode_answer(answer)
+        if self._torn:
+            line = b"\n" + line
+        return self.send(line)
+
+    def poll_request(self) -> ReleaseRequest | None:
+        """The latest valid request the host sent since the last call, or None; never waits."""
+        if self._fd is None and not self._open():
+            return None
+        latest = None
+        budget = MAX_READ_BYTES
+        while self._readable and self._fd is not None and budget > 0:
+            try:
+                data = os.read(self._fd, budget)
+            except BlockingIOError:
+                break
+            except OSError as err:
+                self.close()
+                self._trouble(f"cannot read the host channel {self.path}: {err.strerror}")
+                break
+            if not data:
+                break  # no host on the other end
+            budget -= len(data)
+            lines, too_long = self._splitter.feed(data)
+            self.bad_requests += too_long
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    latest = parse_request(line)
+                except BadMessage as err:
+                    self.bad_requests += 1
+                    log.debug("host channel %s: not a request (%s)", self.path, err)
+        return latest
+
     def send(self, line: bytes) -> bool:
         if self._fd is None and not self._open():
             self.dropped += 1
@@ -171,7 +236,11 @@ class HostReporter:
 
     def _open(self) -> bool:
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+            # A FIFO opened for reading too would never fail without a reader, and would read
+            # back the agent's own reports.
+            self._readable = not stat.S_ISFIFO(os.stat(self.path).st_mode)
+            mode = os.O_RDWR if self._readable else os.O_WRONLY
+            self._fd = os.open(self.path, mode | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         except OSError as err:
             hint = " (another process holds the port)" if err.errno == errno.EBUSY else ""
             self._trouble(f"cannot open the host channel {self.path}: {err.strerror}{hint}")

@@ -17,6 +17,12 @@ MAX_MESSAGE_BYTES (a longer one is skipped to its newline, never held); at most
 QEMU stops taking data from the guest: the backlog stays in the guest. Per channel the daemon
 holds one latest report, its counters and asyncio's read buffer (it stops reading the socket
 past 2 x READ_CHUNK; one read takes at most 256 KiB).
+
+The other way, the daemon sends requests to release cold cache (asking.py decides when) on the
+same socket. A write never waits: while more than MAX_UNSENT_BYTES wait in the socket's buffers
+(QEMU stops taking the host's bytes while no process in the guest holds the port), the request
+is not sent and fails as one the guest never answered. Answers come in with the reports, under
+the same bounds; the link keeps the latest.
 """
 
 from __future__ import annotations
@@ -37,16 +43,22 @@ from vmreclaim.agent_protocol import (
     AgentReport,
     BadMessage,
     LineSplitter,
-    parse_report,
+    ReleaseAnswer,
+    ReleaseRequest,
+    encode_request,
+    parse_guest_message,
 )
+from vmreclaim.host.asking import RESULTS, Outcome
 from vmreclaim.host.fleet import discover
-from vmreclaim.host.records import AgentStatus, VmObservation
+from vmreclaim.host.records import AgentStatus, Exchange, VmObservation
 
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 16 << 10
 CONNECT_TIMEOUT_S = 2.0
 MAX_BACKOFF_S = 30.0
+MAX_UNSENT_BYTES = 4 * MAX_MESSAGE_BYTES
+"""Requests waiting unsent beyond this mean the guest is not reading: send no more."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,10 @@ class AgentLink:
         self.received_at: float | None = None
         self.reports = 0
         self.dropped = dict.fromkeys(DROP_REASONS, 0)
+        self.answer: ReleaseAnswer | None = None
+        self.requests = dict.fromkeys(RESULTS, 0)
+        self.last_request: Exchange | None = None
+        self._writer: asyncio.StreamWriter | None = None
         self._limits = limits
         self._clock = clock
         now = clock()
@@ -133,6 +149,39 @@ class AgentLink:
             report_age_s=age,
             reports=self.reports,
             dropped=tuple(self.dropped.items()),
+            answer=self.answer,
+            requests=tuple(self.requests.items()),
+            last_request=self.last_request,
+        )
+
+    def send(self, request: ReleaseRequest) -> bool:
+        """Send a request without waiting; False when it cannot go now (not connected, or the
+        guest does not read what was sent before)."""
+        writer = self._writer
+        if writer is None or not self.connected or writer.is_closing():
+            return False
+        if writer.transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+            return False
+        writer.write(encode_request(request))
+        self.last_request = Exchange(
+            request.id, request.release_bytes, request.deadline_s, "pending", None, "", None
+        )
+        return True
+
+    def ended(self, outcome: Outcome) -> None:
+        """Count a request that ended and keep it for the view."""
+        self.requests[outcome.result] = self.requests.get(outcome.result, 0) + 1
+        answer = outcome.answer
+        self.last_request = Exchange(
+            outcome.id,
+            outcome.release_bytes,
+            self.last_request.deadline_s
+            if self.last_request and self.last_request.id == outcome.id
+            else 0.0,
+            outcome.result,
+            answer.released_bytes if answer else None,
+            answer.refused if answer else "",
+            outcome.seen_bytes,
         )
 
     def receive(self, data: bytes) -> None:
@@ -148,11 +197,14 @@ class AgentLink:
                 self._drop(RATE_LIMITED, f"over {self._limits.messages_per_s:g} messages/s")
                 continue
             try:
-                report = parse_report(line)
+                message = parse_guest_message(line)
             except BadMessage as err:
                 self._drop(err.reason, err.detail)
                 continue
-            self.report = report
+            if isinstance(message, ReleaseAnswer):
+                self.answer = message
+                continue
+            self.report = message
             self.received_at = now
             self.reports += 1
 
@@ -191,6 +243,7 @@ class AgentLink:
                 await asyncio.sleep(min(MAX_BACKOFF_S, 2.0 ** (failures - 1)))
                 continue
             failures = 0
+            self._writer = writer
             self.connected = True
             self._problem = None
             log.info("agent channel %s: connected", self.path)
@@ -203,6 +256,7 @@ class AgentLink:
                 log.exception("agent channel %s: reading failed", self.path)
             finally:
                 self.connected = False
+                self._writer = None
                 writer.close()
             await asyncio.sleep(1.0)
 

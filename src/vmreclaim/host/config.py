@@ -47,6 +47,12 @@ suffixes ("512M", "2G") or plain byte counts. An example with every key and its 
     major_faults_per_cycle = 200      # deflate at once when the guest faults faster than this
     min_change = "1M"                 # ignore smaller target changes
     deflate_hold_cycles = 10          # cycles a VM is left alone after an emergency deflation
+    ask_agents = true                 # first ask a VM's guest agent (agent = [...]) to release
+                                      # cold cache, then squeeze what it did not give
+    ask_deadline = 5.0                # seconds the balloon waits for the answer and the release
+    ask_interval = 10.0               # seconds between requests to an agent that gave...
+    ask_backoff = 60.0                # ...and to one that refused, was silent, or claimed a
+                                      # release its VM's footprint on the host did not show
 
     [vm_defaults]
     minimum = "256M"                  # never leave a guest less than this
@@ -123,6 +129,14 @@ class PolicyConfig:
     rules: tuple[VmRule, ...] = ()
     max_stats_age_s: float = 3.0
     """Guest statistics older than this make a VM neither shrunk nor judged in need."""
+    ask_agents: bool = True
+    """Ask a VM's guest agent to release cold cache before its balloon squeezes (asking.py)."""
+    ask_deadline_s: float = 5.0
+    """How long the balloon holds for an answer and for the release to reach the host."""
+    ask_interval_s: float = 10.0
+    """Least time between two requests to one agent whose last release the host saw."""
+    ask_backoff_s: float = 60.0
+    """... after a refusal, no answer, or a release the host did not see."""
 
     def minimum_for(self, name: str, address: str = "") -> int:
         for rule in self.rules:
@@ -204,6 +218,10 @@ _TABLE_KEYS = {
         "major_faults_per_cycle",
         "min_change",
         "deflate_hold_cycles",
+        "ask_agents",
+        "ask_deadline",
+        "ask_interval",
+        "ask_backoff",
     },
     "vm_defaults": {"minimum", "shares"},
     "vm": {"name", "minimum", "shares"},
@@ -324,6 +342,10 @@ def parse_config(data: Mapping[str, Any], path: str) -> HostConfig:
         default_minimum_bytes=_required(defaults.size("minimum", 256 * MIB)),
         default_shares=defaults.integer("shares", 1000, low=1, high=10**6),
         rules=_rules(top),
+        ask_agents=balloon.boolean("ask_agents", True),
+        ask_deadline_s=_required(balloon.number("ask_deadline", 5.0, low=1.0, high=600.0)),
+        ask_interval_s=_required(balloon.number("ask_interval", 10.0, low=1.0, high=86400.0)),
+        ask_backoff_s=_required(balloon.number("ask_backoff", 60.0, low=1.0, high=86400.0)),
     )
     metrics = top.subtable("metrics")
     interval = _required(top.number("interval", 1.0, low=0.1, high=3600.0))

@@ -24,6 +24,7 @@ from typing import TypeVar
 
 from vmreclaim.errors import VmreclaimError
 from vmreclaim.host.agents import AgentChannels
+from vmreclaim.host.asking import EXPIRED, REFUSED, Ask, Outcome
 from vmreclaim.host.backends.base import BackendFactory
 from vmreclaim.host.config import HostConfig
 from vmreclaim.host.fleet import Discoverer, Fleet, FleetPoll
@@ -60,7 +61,18 @@ def describe(config: HostConfig) -> str:
             )
             if named
         )
-        + (f", agent channels {list(config.agent)}" if config.agent else "")
+        + (
+            f", agent channels {list(config.agent)} ("
+            + (
+                f"asked for cold cache before a squeeze: {policy.ask_deadline_s:g} s deadline, "
+                f"again after {policy.ask_interval_s:g} s, or {policy.ask_backoff_s:g} s after "
+                "a refusal, silence or an unseen release)"
+                if policy.ask_agents
+                else "never asked: ask_agents = false)"
+            )
+            if config.agent
+            else ""
+        )
         + f", every {config.interval:g} s, {config.timeout:g} s for a hypervisor to answer, "
         f"guest statistics stale after {policy.max_stats_age_s:g} s; "
         f"keep host MemAvailable >= {format_size(policy.keep_available_bytes)}, grow back "
@@ -238,16 +250,23 @@ class Daemon:
         poll = await self.fleet.poll()
         poll = FleetPoll(self.agents.attach(poll.vms), poll.unreachable)
         host = read_host_memory(self.config.host_memory_proc)
-        decision = decide(Observation(host, poll.vms), self.config.policy, self.state)
+        observation = Observation(host, poll.vms, self._clock())
+        decision = decide(observation, self.config.policy, self.state)
         if decision.mode is not self.state.mode:
             available = format_size(host.available_bytes) if host else "unknown"
             log.info("policy: %s (host MemAvailable %s)", decision.mode.value, available)
         ram = {
             vm.sample.address: vm.sample.balloon.ram_bytes for vm in poll.vms if vm.sample.balloon
         }
+        for outcome in decision.outcomes:
+            self._ended(outcome)
+        for ask in decision.asks:
+            self._ask(ask)
         await self.apply_all(decision.actions, ram)
         self.state = decision.state
         self.cycles += 1
+        if decision.asks or decision.outcomes:
+            poll = FleetPoll(self.agents.attach(poll.vms), poll.unreachable)
         self._publish(poll, decision, host)
         return decision
 
@@ -255,6 +274,49 @@ class Daemon:
         """Every VM's new target at once: each call is bounded, and a VM that hangs must not
         hold back the others' (a hung VM used to delay each one after it by the timeout)."""
         await asyncio.gather(*(self._apply(a, ram.get(a.address)) for a in actions))
+
+    def _ask(self, ask: Ask) -> None:
+        """Send a request to the VM's agent. One that cannot go fails as a silent one would:
+        the policy waits out its deadline, for that VM only."""
+        request = ask.request
+        link = self.agents.link_for(ask.address)
+        sent = link is not None and link.send(request)
+        log.info(
+            "%s: %s its agent to release %s of cold cache within %g s (request %d; %s)",
+            ask.name,
+            "asked" if sent else "could not ask",
+            format_size(request.release_bytes),
+            request.deadline_s,
+            request.id,
+            ask.reason,
+        )
+
+    def _ended(self, outcome: Outcome) -> None:
+        link = self.agents.link_for(outcome.address)
+        if link is not None:
+            link.ended(outcome)
+        answer = outcome.answer
+        seen = (
+            "unknown"
+            if outcome.seen_bytes is None
+            else f"{format_size(outcome.seen_bytes)} in {outcome.waited_s:.1f} s"
+        )
+        if outcome.result == EXPIRED:
+            said = f"no answer within {outcome.waited_s:.1f} s"
+        elif outcome.result == REFUSED and answer is not None:
+            said = f"refused ({answer.refused or 'released nothing'})"
+        else:
+            released = answer.released_bytes if answer else 0
+            said = f"says it released {format_size(released)}"
+        log.info(
+            "%s: agent %s of the %s asked (request %d); its footprint on the host dropped %s; "
+            "the balloon covers what the host still lacks",
+            outcome.name,
+            said,
+            format_size(outcome.release_bytes),
+            outcome.id,
+            seen,
+        )
 
     async def _apply(self, action: Action, ram: int | None) -> None:
         previous = self.state.vms.get(action.address)

@@ -84,6 +84,7 @@ new QEMU), which Prometheus' rate() and increase() treat as a counter reset."""
 
 VM_LABELS = ("vm", "address")
 DROPPED = "agent_messages_dropped_total"
+REQUESTS = "agent_requests_total"
 
 
 def vm_values(vm: VmObservation, max_stats_age_s: float) -> dict[str, float | None]:
@@ -178,6 +179,7 @@ class _Collector:
                     families[name].add_metric([vm.sample.name, vm.sample.address], value)
         yield from families.values()
         yield _dropped(view.vms)
+        yield _requests(view.vms)
         for name, kind, text, value in _host_values(view):
             if value is not None:
                 family = _family(f"vmreclaim_{name}", kind, text)
@@ -201,6 +203,22 @@ def _dropped(vms: Sequence[VmObservation]) -> Any:
         if vm.agent is not None:
             for reason, count in vm.agent.dropped:
                 family.add_metric([vm.sample.name, vm.sample.address, reason], float(count))
+    return family
+
+
+def _requests(vms: Sequence[VmObservation]) -> Any:
+    family = _family(
+        f"vmreclaim_vm_{REQUESTS}",
+        COUNTER,
+        "Requests to the guest agent to release cold cache that ended, by result: released "
+        "(the agent said it did), refused (it said why, or released nothing), expired (no "
+        "answer by the deadline)",
+        (*VM_LABELS, "result"),
+    )
+    for vm in vms:
+        if vm.agent is not None:
+            for result, count in vm.agent.requests:
+                family.add_metric([vm.sample.name, vm.sample.address, result], float(count))
     return family
 
 

@@ -23,6 +23,9 @@ the unit tests and any simulator run the same law. Per cycle:
      1 s; judged on figures from before the balloon moved, steps overshot the margin and the
      guest was squeezed into an emergency deflation, again and again);
    - grow: give back at most the same step a cycle, up to the full RAM.
+   - ask first: before a shrink step, a VM whose guest agent offers cold cache is asked to
+     release it, and its balloon holds until the agent refuses or the deadline passes
+     (asking.py); the next steps then cover what the host is still short of.
 3. No action on incomplete data (MoM's rule): without host figures nothing moves; a VM without
    fresh guest statistics (none, or older than `max_stats_age_s`: a paused guest, a balloon
    driver that stopped reporting) is neither shrunk nor judged in need; growing back, which
@@ -32,10 +35,13 @@ the unit tests and any simulator run the same law. Per cycle:
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from vmreclaim.host import asking
+from vmreclaim.host.asking import Ask, Asking, Outcome
 from vmreclaim.host.config import PolicyConfig
 from vmreclaim.host.records import HostMemory, VmObservation
 
@@ -56,6 +62,8 @@ class Mode(enum.Enum):
 class Observation:
     host: HostMemory | None
     vms: tuple[VmObservation, ...]
+    now: float = 0.0
+    """The daemon's clock (monotonic seconds), for the deadlines of requests to agents."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +78,17 @@ class VmControl:
     the next shrink step needs a newer one."""
     last_actual_bytes: int | None = None
     """The balloon's size at the last poll."""
+    asking: Asking | None = None
+    """The request out to the VM's guest agent, if one is."""
+    next_ask_at: float = 0.0
+    """When its agent may be asked again (Observation.now's clock)."""
 
 
 @dataclass(frozen=True)
 class PolicyState:
     mode: Mode = Mode.NO_DATA
     vms: Mapping[str, VmControl] = field(default_factory=dict)
+    last_request_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,10 @@ class Decision:
     mode: Mode
     actions: tuple[Action, ...]
     state: PolicyState
+    asks: tuple[Ask, ...] = ()
+    """Requests for the daemon to send to guest agents."""
+    outcomes: tuple[Outcome, ...] = ()
+    """Requests that ended this cycle."""
 
 
 def host_mode(host: HostMemory | None, config: PolicyConfig) -> Mode:
@@ -128,14 +145,18 @@ def _fault_burst(vm: VmObservation, control: VmControl, config: PolicyConfig) ->
 def decide(observation: Observation, config: PolicyConfig, state: PolicyState) -> Decision:
     mode = host_mode(observation.host, config)
     if mode is Mode.NO_DATA:
-        return Decision(mode, (), PolicyState(mode, state.vms))
+        return Decision(mode, (), dataclasses.replace(state, mode=mode))
     host = observation.host
     assert host is not None
+    now = observation.now
     eligible = [vm for vm in observation.vms if _complete(vm, config)]
     total_shares = sum(config.shares_for(vm.sample.name, vm.sample.address) for vm in eligible) or 1
     shortfall = max(0, config.keep_available_bytes - host.available_bytes)
 
     actions: list[Action] = []
+    asks: list[Ask] = []
+    outcomes: list[Outcome] = []
+    request_id = state.last_request_id
     controls: dict[str, VmControl] = {}
     for vm in observation.vms:
         balloon = vm.sample.balloon
@@ -143,17 +164,76 @@ def decide(observation: Observation, config: PolicyConfig, state: PolicyState) -
             continue  # no balloon: nothing to steer, nothing to remember
         address = vm.sample.address
         control = state.vms.get(address) or VmControl(target_bytes=balloon.actual_bytes)
+        control, outcome = _conclude(vm, control, config, now)
+        if outcome is not None:
+            outcomes.append(outcome)
         share = shortfall * config.shares_for(vm.sample.name, address) // total_shares
         target, reason, hold = _next_target(vm, control, config, mode, share)
+        if target < control.target_bytes:
+            wanted = share if share > 0 else max_step(balloon.ram_bytes, config)
+            control, ask = _ask_first(
+                vm, control, config, now, wanted=wanted, request_id=request_id + 1
+            )
+            if control.asking is not None:
+                target, reason = control.target_bytes, ""  # the agent has until its deadline
+            if ask is not None:
+                request_id += 1
+                asks.append(ask)
         guest = vm.sample.guest
         faults = guest.major_faults if guest else None
         unsettled = control.unsettled_report
         if target < control.target_bytes or abs(balloon.actual_bytes - target) > SETTLED_SLACK:
             unsettled = vm.stats_at if vm.stats_at is not None else unsettled
-        controls[address] = VmControl(target, faults, hold, unsettled, balloon.actual_bytes)
+        controls[address] = dataclasses.replace(
+            control,
+            target_bytes=target,
+            last_major_faults=faults,
+            hold_cycles=hold,
+            unsettled_report=unsettled,
+            last_actual_bytes=balloon.actual_bytes,
+        )
         if target != control.target_bytes:
             actions.append(Action(address, vm.sample.name, target, reason))
-    return Decision(mode, tuple(actions), PolicyState(mode, controls))
+    return Decision(
+        mode,
+        tuple(actions),
+        PolicyState(mode, controls, request_id),
+        tuple(asks),
+        tuple(outcomes),
+    )
+
+
+def _conclude(
+    vm: VmObservation, control: VmControl, config: PolicyConfig, now: float
+) -> tuple[VmControl, Outcome | None]:
+    """The VM's control with its request to the agent ended, if it ends this cycle."""
+    if control.asking is None:
+        return control, None
+    out, outcome = asking.conclude(vm, control.asking, now)
+    control = dataclasses.replace(control, asking=out)
+    if outcome is not None:
+        next_at = asking.next_ask_at(outcome, config, now)
+        control = dataclasses.replace(control, next_ask_at=next_at)
+    return control, outcome
+
+
+def _ask_first(
+    vm: VmObservation,
+    control: VmControl,
+    config: PolicyConfig,
+    now: float,
+    *,
+    wanted: int,
+    request_id: int,
+) -> tuple[VmControl, Ask | None]:
+    """Before a shrink step: a new request to the VM's agent, if none is out, it is time and
+    the agent offers enough; the control with the request out."""
+    if control.asking is not None or now < control.next_ask_at:
+        return control, None
+    asked = asking.ask(vm, config, now, wanted, request_id)
+    if asked is None:
+        return control, None
+    return dataclasses.replace(control, asking=asked[1]), asked[0]
 
 
 def _complete(vm: VmObservation, config: PolicyConfig) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vmreclaim.agent_protocol import AgentReport
+from vmreclaim.agent_protocol import AgentReport, ReleaseAnswer
 from vmreclaim.qemu.footprint import Footprint
 
 
@@ -80,6 +80,31 @@ class AgentStatus:
     """Valid reports received since the daemon first connected."""
     dropped: tuple[tuple[str, int], ...]
     """Messages dropped, by reason (agent_protocol.DROP_REASONS), every reason listed."""
+    answer: ReleaseAnswer | None = None
+    """The latest valid answer to a request (asking.py), the guest's word."""
+    requests: tuple[tuple[str, int], ...] = ()
+    """Requests to release cache that ended, by result (asking.RESULTS), every result listed."""
+    last_request: Exchange | None = None
+    """The latest request and how it went."""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request to a guest agent to release cold cache, and how it went."""
+
+    id: int
+    release_bytes: int
+    deadline_s: float
+    """The deadline the guest was given."""
+    result: str
+    """"pending" while out, then one of asking.RESULTS."""
+    released_bytes: int | None
+    """What the guest said it released; None without an answer."""
+    refused: str
+    """Why the guest refused, its word; "" if it did not."""
+    seen_bytes: int | None
+    """How much the VM's footprint on the host dropped meanwhile; None when unknown or
+    pending."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from vmreclaim.host.fleet import Fleet, FleetPoll, VmFailure
 from vmreclaim.host.records import (
     AgentStatus,
     BalloonState,
+    Exchange,
     GuestStats,
     HostMemory,
     VmObservation,
@@ -87,6 +88,10 @@ def agent_json(agent: AgentStatus) -> dict[str, Any]:
         "reports": agent.reports,
         "dropped": dict(agent.dropped),
         "report": None if report is None else dataclasses.asdict(report),
+        "requests": dict(agent.requests),
+        "last_request": None
+        if agent.last_request is None
+        else dataclasses.asdict(agent.last_request),
     }
 
 
@@ -94,6 +99,7 @@ def _agent(entry: Mapping[str, Any] | None) -> AgentStatus | None:
     if entry is None:
         return None
     report = entry["report"]
+    last_request = entry.get("last_request")
     return AgentStatus(
         path=entry["path"],
         connected=entry["connected"],
@@ -101,6 +107,8 @@ def _agent(entry: Mapping[str, Any] | None) -> AgentStatus | None:
         report_age_s=entry["age_s"],
         reports=entry["reports"],
         dropped=tuple(entry["dropped"].items()),
+        requests=tuple(entry.get("requests", {}).items()),
+        last_request=None if last_request is None else Exchange(**last_request),
     )
 
 

@@ -560,6 +560,13 @@ def _decide_reclaim(
     return decision, state
 
 
+def _holding_back(state: AdaptiveState, now: float) -> str | None:
+    """Why reclaim is paused at `now` (step 2), or None."""
+    if state.paused_until is not None and now < state.paused_until:
+        return f"paused after memory pressure, {state.paused_until - now:.0f} s left"
+    return None
+
+
 ADAPTIVE: Policy[AdaptiveConfig, AdaptiveState] = Policy(
     name="adaptive",
     summary="ours: cold cache while busy, all above a learned floor when idle; backs off on "
@@ -569,4 +576,5 @@ ADAPTIVE: Policy[AdaptiveConfig, AdaptiveState] = Policy(
     initial_state=AdaptiveState,
     watches_writes=lambda config: config.drop_behind_age_s > 0,
     floor=lambda config, state: state.floor_bytes or config.min_floor_bytes,
+    holds_back=lambda config, state, now: _holding_back(state, now),
 )

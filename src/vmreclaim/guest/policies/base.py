@@ -89,6 +89,9 @@ class Policy(Generic[ConfigT, StateT]):
     floor: Callable[[ConfigT, StateT], int | None] = lambda config, state: None
     """The reclaimable cache the policy keeps now, for the agent's metrics; None if it has no
     floor."""
+    holds_back: Callable[[ConfigT, StateT, float], str | None] = lambda config, state, now: None
+    """Why the policy takes nothing at time `now` (the observation's clock), e.g. a pause after
+    memory pressure; None when it would. The agent refuses the host's requests meanwhile."""
 
 
 def missing_parts(obs: Observation, parts: tuple[str, ...]) -> tuple[str, ...]:
