@@ -120,7 +120,7 @@ def encode_report(report: AgentReport) -> bytes:
         "last_action": report.last_action,
         "last_action_age_s": report.last_action_age_s,
     }
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    return _line(message)
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def encode_request(request: ReleaseRequest) -> bytes:
         "release_bytes": request.release_bytes,
         "deadline_s": request.deadline_s,
     }
-    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+    return _line(message)
 
 
 def encode_answer(answer: ReleaseAnswer) -> bytes:
@@ -165,6 +165,11 @@ def encode_answer(answer: ReleaseAnswer) -> bytes:
         "released_bytes": answer.released_bytes,
         "refused": answer.refused,
     }
+    return _line(message)
+
+
+def _line(message: dict[str, object]) -> bytes:
+    """One message as compact JSON on one line, newline included."""
     return json.dumps(message, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 

@@ -13,7 +13,7 @@ every name they use against this module.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -191,34 +191,42 @@ class _Collector:
 
 
 def _dropped(vms: Sequence[VmObservation]) -> Any:
-    family = _family(
-        f"vmreclaim_vm_{DROPPED}",
-        COUNTER,
+    return _agent_counts(
+        DROPPED,
         "Messages from the guest agent's channel dropped, by reason: too_long (over 4 KiB), "
         "not_json, invalid (unknown type or version, a key of the wrong type or range), "
         "rate_limited",
-        (*VM_LABELS, "reason"),
+        "reason",
+        vms,
+        lambda agent: agent.dropped,
     )
-    for vm in vms:
-        if vm.agent is not None:
-            for reason, count in vm.agent.dropped:
-                family.add_metric([vm.sample.name, vm.sample.address, reason], float(count))
-    return family
 
 
 def _requests(vms: Sequence[VmObservation]) -> Any:
-    family = _family(
-        f"vmreclaim_vm_{REQUESTS}",
-        COUNTER,
+    return _agent_counts(
+        REQUESTS,
         "Requests to the guest agent to release cold cache that ended, by result: released "
         "(the agent said it did), refused (it said why, or released nothing), expired (no "
         "answer by the deadline)",
-        (*VM_LABELS, "result"),
+        "result",
+        vms,
+        lambda agent: agent.requests,
     )
+
+
+def _agent_counts(
+    name: str,
+    help_text: str,
+    label: str,
+    vms: Sequence[VmObservation],
+    counts: Callable[[Any], Iterable[tuple[str, int]]],
+) -> Any:
+    """A per-VM counter of the agent channel, one series per value of `label`."""
+    family = _family(f"vmreclaim_vm_{name}", COUNTER, help_text, (*VM_LABELS, label))
     for vm in vms:
         if vm.agent is not None:
-            for result, count in vm.agent.requests:
-                family.add_metric([vm.sample.name, vm.sample.address, result], float(count))
+            for value, count in counts(vm.agent):
+                family.add_metric([vm.sample.name, vm.sample.address, value], float(count))
     return family
 
 
