@@ -91,7 +91,8 @@ class AgentReport:
     interval_s: float
     """Seconds between the agent's ticks, hence between its reports."""
     reclaimable_bytes: int | None
-    """What the agent believes could come back: its reclaimable page cache above its floor."""
+    """What the agent would give if asked: its cold cache, reclaimable cache above its floor
+    and off the active list (guest.release.cold_bytes)."""
     cache_bytes: int | None
     """Reclaimable page cache (Active(file) + Inactive(file) + SReclaimable)."""
     floor_bytes: int | None

@@ -24,6 +24,7 @@ from vmreclaim.guest.release import (
     CANNOT_RECLAIM,
     MEMORY_PRESSURE,
     WITHIN_FLOOR,
+    cold_bytes,
     plan_release,
 )
 
@@ -52,6 +53,28 @@ def test_within_the_floor_the_agent_refuses(sim: SimGuest) -> None:
     plan = plan_release(REQUEST, sim.observe(), 128 * MIB, None)
     assert (plan.reclaim_bytes, plan.refused) == (0, WITHIN_FLOOR)
     assert "floor" in plan.why
+
+
+def test_a_guest_whose_cache_is_all_hot_refuses_and_keeps_it(sim: SimGuest) -> None:
+    # 692 MiB above the floor, but 400 MiB of the cache on the active list: under 1 GiB of file
+    # cache the kernel keeps as much inactive, and reclaiming more would take the hot set.
+    sim.set_cache(active=400 * MIB, inactive=410 * MIB, slab=10 * MIB)
+    plan = plan_release(REQUEST, sim.observe(), 128 * MIB, None)
+    assert (plan.reclaim_bytes, plan.refused) == (0, WITHIN_FLOOR)
+    assert "active list" in plan.why
+    assert cold_bytes(sim.observe().memory, 128 * MIB) == 10 * MIB
+
+
+def test_the_plan_gives_the_cold_part_only(sim: SimGuest) -> None:
+    sim.set_cache(active=200 * MIB, inactive=350 * MIB, slab=10 * MIB)
+    plan = plan_release(REQUEST, sim.observe(), 128 * MIB, None)
+    assert plan.reclaim_bytes == 150 * MIB
+
+
+def test_over_a_gib_of_file_cache_the_kernel_keeps_less_inactive(sim: SimGuest) -> None:
+    # 2 GiB on the file lists: inactive_is_low()'s ratio is isqrt(10 * 2) = 4.
+    sim.set_cache(active=1024 * MIB, inactive=1024 * MIB, slab=0)
+    assert cold_bytes(sim.observe().memory, 128 * MIB) == 768 * MIB
 
 
 def test_a_policy_holding_back_after_pressure_refuses(sim: SimGuest) -> None:

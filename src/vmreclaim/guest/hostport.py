@@ -46,7 +46,7 @@ from vmreclaim.agent_protocol import (
     encode_report,
     parse_request,
 )
-from vmreclaim.guest.oneshot import DEFAULT_KEEP_BYTES
+from vmreclaim.guest.release import cold_bytes
 
 if TYPE_CHECKING:
     from vmreclaim.guest.daemon import TickReport
@@ -89,15 +89,6 @@ def _last_action(report: TickReport) -> str | None:
     if report.compaction is not None:
         taken = "compact"
     return taken
-
-
-def cold_estimate(cache_bytes: int | None, floor_bytes: int | None) -> int | None:
-    """What could come back: reclaimable cache above the policy's floor (above WSL2's 128 MiB
-    for a policy without one)."""
-    if cache_bytes is None:
-        return None
-    floor = DEFAULT_KEEP_BYTES if floor_bytes is None else floor_bytes
-    return max(0, cache_bytes - floor)
 
 
 class HostReporter:
@@ -152,7 +143,7 @@ class HostReporter:
             version=__version__,
             policy=self.policy,
             interval_s=self.interval_s,
-            reclaimable_bytes=cold_estimate(cache, floor_bytes),
+            reclaimable_bytes=cold_bytes(obs.memory, floor_bytes),
             cache_bytes=cache,
             floor_bytes=floor_bytes,
             refaulted_bytes=None if refaults is None else refaults * obs.page_size,

@@ -1,13 +1,19 @@
 """What the agent gives when the host asks it to release cold cache (agent_protocol's request).
 Pure: the agent's loop reads the request, plans here, and acts through its reclaim action.
 
-The host can only ask. The agent gives what its own policy would give in time: reclaimable
-cache above the policy's floor, by the bounded reclaim (memory.reclaim, which takes the
-inactive list first), never more than asked. It refuses, saying why in one word, when
+The host can only ask. The agent gives its cold cache (`cold_bytes`, what it reports as
+reclaimable): reclaimable cache above the policy's floor, and no more than the inactive file
+list holds beyond what the kernel keeps inactive against the active one. memory.reclaim takes
+the inactive list first, but below that mark the kernel refills it from the active list, the
+hot set's pages among them, and takes those (inactive_is_low() in mm/vmscan.c; the adaptive
+policy's step 4 stops there too). So a guest whose cache is all hot offers nothing and keeps it,
+and one holding files written once offers them. Never more than asked. It refuses, saying why in
+one word, when
 
 - memory_pressure: its policy holds back after memory pressure, or PSI shows tasks stalling on
   memory now: the guest needs its cache, and taking more would make it refault;
-- within_floor: less than MIN_RELEASE_BYTES lies above the floor;
+- within_floor: less than MIN_RELEASE_BYTES of cold cache lies above the floor (all hot, or
+  within it);
 - cannot_reclaim: the kernel offers no bounded reclaim (no memory.reclaim, or swap on without
   a way to keep reclaim off anonymous memory): the only way left drops all clean cache, hot set
   included, which the agent does for its own policy only when idle;
@@ -24,7 +30,9 @@ from dataclasses import dataclass
 from vmreclaim.agent_protocol import ReleaseRequest
 from vmreclaim.guest.actions import plan_reclaim
 from vmreclaim.guest.observe import Observation
+from vmreclaim.guest.observe.memory import MemInfo
 from vmreclaim.guest.oneshot import DEFAULT_KEEP_BYTES
+from vmreclaim.guest.policies.adaptive import inactive_kept_by_kernel
 from vmreclaim.units import format_size as fmt
 
 MIN_RELEASE_BYTES = 16 << 20
@@ -50,6 +58,18 @@ class ReleasePlan:
     why: str
 
 
+def cold_bytes(memory: MemInfo, floor_bytes: int | None) -> int | None:
+    """What the guest can give without taking its hot set: reclaimable cache above the floor
+    (WSL2's 128 MiB for a policy without one), at most the inactive file list beyond what the
+    kernel keeps inactive against the active list. None without the figures."""
+    cache, inactive = memory.reclaimable_cache_bytes, memory.inactive_file_bytes
+    if cache is None or inactive is None:
+        return None
+    floor = DEFAULT_KEEP_BYTES if floor_bytes is None else floor_bytes
+    kept = inactive_kept_by_kernel(inactive, memory.active_file_bytes or 0)
+    return max(0, min(cache - floor, inactive - kept))
+
+
 def plan_release(
     request: ReleaseRequest, obs: Observation, floor_bytes: int | None, holding_back: str | None
 ) -> ReleasePlan:
@@ -62,19 +82,26 @@ def plan_release(
     if pressed is not None:
         return ReleasePlan(0, MEMORY_PRESSURE, pressed)
     floor = DEFAULT_KEEP_BYTES if floor_bytes is None else floor_bytes
-    above = cache - floor
-    if above < MIN_RELEASE_BYTES:
+    cold = cold_bytes(obs.memory, floor)
+    if cache - floor < MIN_RELEASE_BYTES:
         return ReleasePlan(
             0, WITHIN_FLOOR, f"{fmt(cache)} reclaimable is within the {fmt(floor)} floor"
+        )
+    if cold is None or cold < MIN_RELEASE_BYTES:
+        return ReleasePlan(
+            0,
+            WITHIN_FLOOR,
+            f"{fmt(cold or 0)} of the {fmt(cache - floor)} above the {fmt(floor)} floor is "
+            "cold; the rest is on the active list (the hot set)",
         )
     plan = plan_reclaim(obs.reclaim, obs.memory.swap_active)
     if plan.method != "memory.reclaim":
         return ReleasePlan(0, CANNOT_RECLAIM, f"no bounded reclaim: {plan.reason}")
-    amount = min(request.release_bytes, above)
+    amount = min(request.release_bytes, cold)
     amount -= amount % obs.page_size
     if amount <= 0:
         return ReleasePlan(0, WITHIN_FLOOR, "nothing asked")
-    return ReleasePlan(amount, "", f"{fmt(above)} reclaimable above the {fmt(floor)} floor")
+    return ReleasePlan(amount, "", f"{fmt(cold)} cold cache above the {fmt(floor)} floor")
 
 
 def _pressure(obs: Observation) -> str | None:
