@@ -6,7 +6,7 @@ import dataclasses
 
 from vmreclaim.agent_protocol import AgentReport, ReleaseAnswer
 from vmreclaim.host.asking import EXPIRED, REFUSED, RELEASED
-from vmreclaim.host.policy import Decision, Observation, PolicyState, decide
+from vmreclaim.host.policy import Decision, Observation, PolicyState, decide, withdraw
 from vmreclaim.host.records import AgentStatus, VmObservation
 from vmreclaim.qemu.footprint import Footprint
 
@@ -218,3 +218,68 @@ def test_an_emergency_deflates_even_while_a_request_is_out() -> None:
     squeezed = vm(actual=3 * GIB, available=64 * MIB, updated=1001.0)
     decision = cycle(first.state, 101.0, with_agent(squeezed))
     assert targets(decision) == {"a": 4 * GIB}
+
+
+def test_offers_that_cover_the_shortfall_spare_the_vm_whose_cache_is_hot() -> None:
+    # 400 MiB short; b holds 600 MiB of cold cache, c 200 MiB, a none (its cache is hot): b and
+    # c are asked in proportion to their offers, and no balloon moves, a's least of all.
+    hot = with_agent(vm("a"), offer=0)
+    cold, colder = with_agent(vm("b"), offer=200 * MIB), with_agent(vm("c"), offer=600 * MIB)
+    decision = cycle(None, 100.0, hot, cold, colder, available=4 * GIB - 400 * MIB)
+    assert {asked.name: asked.request.release_bytes for asked in decision.asks} == {
+        "b": 100 * MIB,
+        "c": 300 * MIB,
+    }
+    assert targets(decision) == {}
+
+
+def test_the_balloons_squeeze_only_for_what_the_offers_do_not_cover() -> None:
+    hot = with_agent(vm("a"), offer=0)
+    cold, colder = with_agent(vm("b"), offer=200 * MIB), with_agent(vm("c"), offer=600 * MIB)
+    decision = cycle(None, 100.0, hot, cold, colder, available=4 * GIB - 850 * MIB)
+    assert sorted(asked.request.release_bytes for asked in decision.asks) == [200 * MIB, 600 * MIB]
+    # The 50 MiB the offers leave short falls on the one balloon not held by a request.
+    assert targets(decision) == {"a": 4 * GIB - 50 * MIB}
+
+
+def test_requests_out_count_against_the_shortfall_until_they_end() -> None:
+    first = cycle(None, 100.0, with_agent(vm("b")), available=4 * GIB - 300 * MIB)
+    assert [asked.request.release_bytes for asked in first.asks] == [300 * MIB]
+    # A second agent appears while b's request is out: the shortfall is covered, so it is not
+    # asked and nothing squeezes.
+    later = cycle(
+        first.state,
+        101.0,
+        with_agent(vm("b", updated=1001.0)),
+        with_agent(vm("c", updated=1001.0)),
+        available=4 * GIB - 300 * MIB,
+    )
+    assert later.asks == ()
+    assert targets(later) == {}
+
+
+def test_under_pressure_alone_each_agent_is_asked_for_a_balloon_step() -> None:
+    decision = cycle(
+        None, 100.0, with_agent(vm("a")), with_agent(vm("b"), offer=40 * MIB), available=5 * GIB
+    )
+    assert decision.asks == ()  # no shortfall, no pressure: nothing
+    pressed = decide(
+        Observation(
+            host(5 * GIB, psi=50.0),
+            (with_agent(vm("a")), with_agent(vm("b"), offer=40 * MIB)),
+            100.0,
+        ),
+        CONFIG,
+        PolicyState(),
+    )
+    assert [asked.request.release_bytes for asked in pressed.asks] == [100 * MIB, 40 * MIB]
+
+
+def test_a_request_that_could_not_be_sent_holds_nothing() -> None:
+    first = cycle(None, 100.0, with_agent(vm()))
+    state = withdraw(first.state, ADDRESS, 100.0, CONFIG)
+    assert state.vms[ADDRESS].asking is None
+    later = cycle(state, 101.0, with_agent(vm(updated=1001.0)))
+    assert later.asks == ()  # backed off, as after silence
+    assert targets(later) == {"a": 4 * GIB - 100 * MIB}
+    assert withdraw(later.state, ADDRESS, 101.0, CONFIG) == later.state

@@ -83,17 +83,9 @@ def plan_release(
         return ReleasePlan(0, MEMORY_PRESSURE, pressed)
     floor = DEFAULT_KEEP_BYTES if floor_bytes is None else floor_bytes
     cold = cold_bytes(obs.memory, floor)
-    if cache - floor < MIN_RELEASE_BYTES:
-        return ReleasePlan(
-            0, WITHIN_FLOOR, f"{fmt(cache)} reclaimable is within the {fmt(floor)} floor"
-        )
-    if cold is None or cold < MIN_RELEASE_BYTES:
-        return ReleasePlan(
-            0,
-            WITHIN_FLOOR,
-            f"{fmt(cold or 0)} of the {fmt(cache - floor)} above the {fmt(floor)} floor is "
-            "cold; the rest is on the active list (the hot set)",
-        )
+    short = _too_little(cache, floor, cold)
+    if short is not None:
+        return ReleasePlan(0, WITHIN_FLOOR, short)
     plan = plan_reclaim(obs.reclaim, obs.memory.swap_active)
     if plan.method != "memory.reclaim":
         return ReleasePlan(0, CANNOT_RECLAIM, f"no bounded reclaim: {plan.reason}")
@@ -102,6 +94,18 @@ def plan_release(
     if amount <= 0:
         return ReleasePlan(0, WITHIN_FLOOR, "nothing asked")
     return ReleasePlan(amount, "", f"{fmt(cold)} cold cache above the {fmt(floor)} floor")
+
+
+def _too_little(cache: int, floor: int, cold: int | None) -> str | None:
+    """Why there is not enough cold cache to give, or None when there is."""
+    if cache - floor < MIN_RELEASE_BYTES:
+        return f"{fmt(cache)} reclaimable is within the {fmt(floor)} floor"
+    if cold is None or cold < MIN_RELEASE_BYTES:
+        return (
+            f"{fmt(cold or 0)} of the {fmt(cache - floor)} above the {fmt(floor)} floor is "
+            "cold; the rest is on the active list (the hot set)"
+        )
+    return None
 
 
 def _pressure(obs: Observation) -> str | None:

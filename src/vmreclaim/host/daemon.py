@@ -30,7 +30,7 @@ from vmreclaim.host.config import HostConfig
 from vmreclaim.host.fleet import Discoverer, Fleet, FleetPoll
 from vmreclaim.host.hostmem import read_host_memory
 from vmreclaim.host.metrics import MetricsServer, MetricsView
-from vmreclaim.host.policy import Action, Decision, Observation, PolicyState, decide
+from vmreclaim.host.policy import Action, Decision, Observation, PolicyState, decide, withdraw
 from vmreclaim.host.records import HostMemory
 from vmreclaim.host.top import snapshot_json
 from vmreclaim.host.view import ViewServer
@@ -260,10 +260,12 @@ class Daemon:
         }
         for outcome in decision.outcomes:
             self._ended(outcome)
+        state = decision.state
         for ask in decision.asks:
-            self._ask(ask)
+            if not self._ask(ask):
+                state = withdraw(state, ask.address, observation.now, self.config.policy)
         await self.apply_all(decision.actions, ram)
-        self.state = decision.state
+        self.state = state
         self.cycles += 1
         if decision.asks or decision.outcomes:
             poll = FleetPoll(self.agents.attach(poll.vms), poll.unreachable)
@@ -275,9 +277,9 @@ class Daemon:
         hold back the others' (a hung VM used to delay each one after it by the timeout)."""
         await asyncio.gather(*(self._apply(a, ram.get(a.address)) for a in actions))
 
-    def _ask(self, ask: Ask) -> None:
-        """Send a request to the VM's agent. One that cannot go fails as a silent one would:
-        the policy waits out its deadline, for that VM only."""
+    def _ask(self, ask: Ask) -> bool:
+        """Send a request to the VM's agent; whether it went. One that cannot go is withdrawn:
+        the balloon does not wait on it, and the agent is asked again after its back-off."""
         request = ask.request
         link = self.agents.link_for(ask.address)
         sent = link is not None and link.send(request)
@@ -288,8 +290,9 @@ class Daemon:
             format_size(request.release_bytes),
             request.deadline_s,
             request.id,
-            ask.reason,
+            ask.reason if sent else "withdrawn: the balloon goes on without it",
         )
+        return sent
 
     def _ended(self, outcome: Outcome) -> None:
         link = self.agents.link_for(outcome.address)

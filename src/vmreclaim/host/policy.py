@@ -23,9 +23,13 @@ the unit tests and any simulator run the same law. Per cycle:
      1 s; judged on figures from before the balloon moved, steps overshot the margin and the
      guest was squeezed into an emergency deflation, again and again);
    - grow: give back at most the same step a cycle, up to the full RAM.
-   - ask first: before a shrink step, a VM whose guest agent offers cold cache is asked to
-     release it, and its balloon holds until the agent refuses or the deadline passes
-     (asking.py); the next steps then cover what the host is still short of.
+   - ask first (asking.py): under a shortfall, the agents that offer cold cache are asked
+     for it before any balloon moves, the shortfall split among them in proportion to their
+     offers (the guests holding most cold cache give most; a guest whose cache is hot offers
+     none and is not asked). A VM with a request out holds its balloon until its agent refuses
+     or the deadline passes; the other VMs' balloons squeeze, by shares, only for what the
+     requests out do not cover. Balloons take whatever the guest kernel picks, the hot set
+     included; an agent gives its inactive list only.
 3. No action on incomplete data (MoM's rule): without host figures nothing moves; a VM without
    fresh guest statistics (none, or older than `max_stats_age_s`: a paused guest, a balloon
    driver that stopped reporting) is neither shrunk nor judged in need; growing back, which
@@ -149,36 +153,56 @@ def decide(observation: Observation, config: PolicyConfig, state: PolicyState) -
     host = observation.host
     assert host is not None
     now = observation.now
-    eligible = [vm for vm in observation.vms if _complete(vm, config)]
-    total_shares = sum(config.shares_for(vm.sample.name, vm.sample.address) for vm in eligible) or 1
     shortfall = max(0, config.keep_available_bytes - host.available_bytes)
 
-    actions: list[Action] = []
-    asks: list[Ask] = []
     outcomes: list[Outcome] = []
-    request_id = state.last_request_id
     controls: dict[str, VmControl] = {}
-    for vm in observation.vms:
+    ballooned = [vm for vm in observation.vms if vm.sample.balloon is not None]
+    for vm in ballooned:  # no balloon: nothing to steer, nothing to remember
         balloon = vm.sample.balloon
-        if balloon is None:
-            continue  # no balloon: nothing to steer, nothing to remember
+        assert balloon is not None
         address = vm.sample.address
         control = state.vms.get(address) or VmControl(target_bytes=balloon.actual_bytes)
         control, outcome = _conclude(vm, control, config, now)
         if outcome is not None:
             outcomes.append(outcome)
-        share = shortfall * config.shares_for(vm.sample.name, address) // total_shares
-        target, reason, hold = _next_target(vm, control, config, mode, share)
-        if target < control.target_bytes:
-            wanted = share if share > 0 else max_step(balloon.ram_bytes, config)
-            control, ask = _ask_first(
-                vm, control, config, now, wanted=wanted, request_id=request_id + 1
-            )
-            if control.asking is not None:
-                target, reason = control.target_bytes, ""  # the agent has until its deadline
-            if ask is not None:
+        controls[address] = control
+
+    asks: list[Ask] = []
+    request_id = state.last_request_id
+    if mode is Mode.SHRINK:
+        for vm, amount in _asks(ballooned, controls, config, now, shortfall):
+            asked = asking.ask(vm, config, now, amount, request_id + 1)
+            if asked is not None:
                 request_id += 1
-                asks.append(ask)
+                asks.append(asked[0])
+                address = vm.sample.address
+                controls[address] = dataclasses.replace(controls[address], asking=asked[1])
+    # The balloons squeeze for what the requests out do not cover, among the VMs not asked.
+    out = sum(c.asking.release_bytes for c in controls.values() if c.asking is not None)
+    squeeze = max(0, shortfall - out)
+    squeezable = [
+        vm
+        for vm in ballooned
+        if _complete(vm, config) and controls[vm.sample.address].asking is None
+    ]
+    total_shares = sum(config.shares_for(vm.sample.name, vm.sample.address) for vm in squeezable)
+
+    actions: list[Action] = []
+    for vm in ballooned:
+        balloon = vm.sample.balloon
+        assert balloon is not None
+        address = vm.sample.address
+        control = controls[address]
+        # PSI alone (MemAvailable above the threshold) gives no amount: None, a full step.
+        share = (
+            squeeze * config.shares_for(vm.sample.name, address) // (total_shares or 1)
+            if shortfall > 0
+            else None
+        )
+        target, reason, hold = _next_target(vm, control, config, mode, share)
+        if control.asking is not None and target < control.target_bytes:
+            target, reason = control.target_bytes, ""  # its agent has until its deadline
         guest = vm.sample.guest
         faults = guest.major_faults if guest else None
         unsettled = control.unsettled_report
@@ -203,6 +227,54 @@ def decide(observation: Observation, config: PolicyConfig, state: PolicyState) -
     )
 
 
+def withdraw(state: PolicyState, address: str, now: float, config: PolicyConfig) -> PolicyState:
+    """The state with the VM's request dropped, when it could not be sent (no channel, or the
+    write failed): nothing holds its balloon from the next cycle on, and its agent is not asked
+    again for ask_backoff_s, as after silence."""
+    control = state.vms.get(address)
+    if control is None or control.asking is None:
+        return state
+    control = dataclasses.replace(control, asking=None, next_ask_at=now + config.ask_backoff_s)
+    return dataclasses.replace(state, vms={**state.vms, address: control})
+
+
+def _asks(
+    vms: list[VmObservation],
+    controls: Mapping[str, VmControl],
+    config: PolicyConfig,
+    now: float,
+    shortfall: int,
+) -> list[tuple[VmObservation, int]]:
+    """Which agents to ask this cycle and for how much: the host's shortfall not yet covered by
+    requests out, split among the agents that offer cold cache in proportion to their offers,
+    so that the guests holding the most cold cache give the most and a guest whose cache is hot
+    is not asked at all. Under pressure alone (no shortfall), each for a balloon step."""
+    if not config.ask_agents:
+        return []
+    offers: list[tuple[VmObservation, int]] = []
+    for vm in vms:
+        control = controls[vm.sample.address]
+        if control.asking is not None or now < control.next_ask_at or control.hold_cycles > 0:
+            continue
+        if not _complete(vm, config) or _emergency(vm, control, config) is not None:
+            continue  # a guest short of memory itself has nothing cold to give
+        offer = asking.agent_offer(vm)
+        if offer is not None:
+            offers.append((vm, offer))
+    if shortfall == 0:
+        return [
+            (vm, min(offer, max_step(vm.sample.balloon.ram_bytes, config)))
+            for vm, offer in offers
+            if vm.sample.balloon is not None
+        ]
+    out = sum(c.asking.release_bytes for c in controls.values() if c.asking is not None)
+    wanted = shortfall - out
+    total = sum(offer for _, offer in offers)
+    if wanted < asking.MIN_ASK_BYTES or total == 0:
+        return []
+    return [(vm, min(offer, wanted * offer // total)) for vm, offer in offers]
+
+
 def _conclude(
     vm: VmObservation, control: VmControl, config: PolicyConfig, now: float
 ) -> tuple[VmControl, Outcome | None]:
@@ -217,25 +289,6 @@ def _conclude(
     return control, outcome
 
 
-def _ask_first(
-    vm: VmObservation,
-    control: VmControl,
-    config: PolicyConfig,
-    now: float,
-    *,
-    wanted: int,
-    request_id: int,
-) -> tuple[VmControl, Ask | None]:
-    """Before a shrink step: a new request to the VM's agent, if none is out, it is time and
-    the agent offers enough; the control with the request out."""
-    if control.asking is not None or now < control.next_ask_at:
-        return control, None
-    asked = asking.ask(vm, config, now, wanted, request_id)
-    if asked is None:
-        return control, None
-    return dataclasses.replace(control, asking=asked[1]), asked[0]
-
-
 def _complete(vm: VmObservation, config: PolicyConfig) -> bool:
     guest = vm.sample.guest
     return (
@@ -247,7 +300,7 @@ def _complete(vm: VmObservation, config: PolicyConfig) -> bool:
 
 
 def _next_target(
-    vm: VmObservation, control: VmControl, config: PolicyConfig, mode: Mode, share: int
+    vm: VmObservation, control: VmControl, config: PolicyConfig, mode: Mode, share: int | None
 ) -> tuple[int, str, int]:
     """The VM's new target, why, and how many cycles it stays on hold."""
     balloon = vm.sample.balloon
@@ -301,7 +354,9 @@ def _settled(vm: VmObservation, control: VmControl) -> bool:
     return vm.stats_at is not None and vm.stats_at > control.unsettled_report
 
 
-def _shrink(vm: VmObservation, current: int, minimum: int, config: PolicyConfig, share: int) -> int:
+def _shrink(
+    vm: VmObservation, current: int, minimum: int, config: PolicyConfig, share: int | None
+) -> int:
     balloon = vm.sample.balloon
     guest = vm.sample.guest
     if (
@@ -312,8 +367,7 @@ def _shrink(vm: VmObservation, current: int, minimum: int, config: PolicyConfig,
     ):
         return current  # no fresh guest figures: no action
     step = max_step(balloon.ram_bytes, config)
-    # PSI alone (MemAvailable above the threshold) gives no amount: take the full step.
-    amount = min(step, share) if share > 0 else step
+    amount = step if share is None else min(step, share)
     # Never take what the guest would miss: stop a step above its available memory's margin,
     # so that the guest's own small swings do not cross it and deflate it all at once.
     spare = guest.available_bytes - config.guest_available_margin_bytes - step
