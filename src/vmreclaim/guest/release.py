@@ -84,8 +84,8 @@ def plan_release(
     floor = DEFAULT_KEEP_BYTES if floor_bytes is None else floor_bytes
     cold = cold_bytes(obs.memory, floor)
     short = _too_little(cache, floor, cold)
-    if short is not None:
-        return ReleasePlan(0, WITHIN_FLOOR, short)
+    if short is not None or cold is None:
+        return ReleasePlan(0, WITHIN_FLOOR, short or "no figures for the file lists")
     plan = plan_reclaim(obs.reclaim, obs.memory.swap_active)
     if plan.method != "memory.reclaim":
         return ReleasePlan(0, CANNOT_RECLAIM, f"no bounded reclaim: {plan.reason}")
