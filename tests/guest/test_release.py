@@ -209,3 +209,65 @@ def test_a_host_that_floods_the_port_costs_a_tick_a_bounded_read(
         agent.run(max_ticks=1)
         assert time.monotonic() - started < 2
         assert answers(host) == []
+
+
+def _buddyinfo(normal_order0: int, normal_order10: int) -> str:
+    """The Debian 6.1 guest's buddyinfo with the Normal zone's single pages and 4 MiB blocks
+    set."""
+    return (
+        "Node 0, zone      DMA      1      1      1      0      2      1      1      0      1"
+        "      1      3 \n"
+        "Node 0, zone    DMA32    518    402    291    163     97     54     31     17     12"
+        "      8    212 \n"
+        f"Node 0, zone   Normal {normal_order0:>6}   1023    635    433    223    103     40     15"
+        f"      6      3 {normal_order10:>6} \n"
+    )
+
+
+def test_a_release_left_in_blocks_too_small_to_report_is_compacted(
+    sim: SimGuest,
+    port: tuple[int, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As on a guest whose free memory a deflated balloon scattered: the reclaimed pages land
+    # as single pages, which free page reporting cannot hand back until compaction joins them.
+    caplog.set_level("INFO")
+    host, device = port
+    kernel = sim.kernel_writer
+    sim.root.write("/proc/buddyinfo", _buddyinfo(1218, 109))
+    single_pages = [1218]
+
+    def scattering(path: Path, text: str) -> None:
+        kernel(path, text)
+        if str(path).endswith("memory.reclaim"):
+            single_pages[0] += int(text.split(maxsplit=1)[0]) // 4096
+            sim.root.write("/proc/buddyinfo", _buddyinfo(single_pages[0], 109))
+        elif str(path).endswith("compact_memory"):
+            sim.root.write("/proc/buddyinfo", _buddyinfo(1218, 109 + 300 * MIB // (4 * MIB)))
+
+    monkeypatch.setattr(sim, "kernel_writer", scattering)
+    with HostReporter(device, "adaptive", 2.0, clock=sim.clock) as reporter:
+        agent = make_agent(sim, reporter)
+        os.write(host, encode_request(REQUEST))
+        agent.run(max_ticks=1)
+        (answer,) = answers(host)
+    assert answer.released_bytes == 300 * MIB
+    written = [path for path, _ in sim.writes]
+    assert written[-1] == "/proc/sys/vm/compact_memory"
+    (line,) = [r.getMessage() for r in caplog.records if "host asked" in r.getMessage()]
+    assert "300.0 MiB of it in blocks too small to report: compacted" in line
+
+
+def test_a_release_in_reportable_blocks_is_not_compacted(
+    sim: SimGuest, port: tuple[int, Path]
+) -> None:
+    host, device = port
+    sim.root.write("/proc/buddyinfo", _buddyinfo(1218, 109))  # reclaim leaves it as it was
+    with HostReporter(device, "adaptive", 2.0, clock=sim.clock) as reporter:
+        agent = make_agent(sim, reporter)
+        os.write(host, encode_request(REQUEST))
+        agent.run(max_ticks=1)
+        (answer,) = answers(host)
+    assert answer.released_bytes == 300 * MIB
+    assert "/proc/sys/vm/compact_memory" not in [path for path, _ in sim.writes]
