@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ class MachineConfig:
     """TCG only: the guest's clock advances 2**icount ns per instruction (QEMU's -icount), so
     CPU time measured inside the guest counts instructions, not how slowly TCG emulates them.
     0 is a 1 GHz CPU retiring one instruction per cycle, slower than any host KVM would use."""
+    name: str = "vmreclaim-lab"
+    """The guest's name (QEMU's -name guest=), as `host run` and `top` show it."""
     agent_port: bool = False
     """Give the guest the agent's virtio-serial port (agent_protocol.PORT_NAME), its host end
     a unix socket QEMU listens on (RunFiles.agent_socket), as `host launch-options` says."""
@@ -65,6 +68,10 @@ class MachineConfig:
                 )
             if not self.scratch_contents.is_dir():
                 raise UsageError(f"{self.scratch_contents} is not a directory")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.name):
+            raise UsageError(
+                f"guest name {self.name!r} is not usable", hint="use letters, digits, . _ -"
+            )
         if self.accel not in ACCELERATORS:
             raise UsageError(f"unknown accelerator {self.accel!r}", hint="use auto, kvm or tcg")
         if self.icount is not None:
@@ -159,7 +166,7 @@ def qemu_argv(
     # fmt: off
     argv = [
         str(qemu),
-        "-name", "vmreclaim-lab,process=vmreclaim-lab",
+        "-name", f"{config.name},process=vmreclaim-lab",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-machine", "q35", "-accel", accel,
         # -cpu host aborts under nested KVM here ("failed to set MSR 0x10a"); max works on both.
