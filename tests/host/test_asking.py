@@ -194,7 +194,7 @@ def test_a_claimed_release_the_host_did_not_see_backs_the_agent_off() -> None:
 def test_a_seen_release_lets_the_agent_be_asked_again_soon() -> None:
     first = cycle(None, 100.0, with_agent(vm()))
     released = ReleaseAnswer(first.asks[0].request.id, 600 * MIB, "")
-    after = with_agent(vm(updated=1005.0), answer=released, footprint=4 * GIB - 500 * MIB)
+    after = with_agent(vm(updated=1005.0), answer=released, footprint=4 * GIB - 560 * MIB)
     done = cycle(first.state, 105.0, after)
     assert done.state.vms[ADDRESS].next_ask_at == 105.0 + CONFIG.ask_interval_s
 
@@ -283,3 +283,22 @@ def test_a_request_that_could_not_be_sent_holds_nothing() -> None:
     assert later.asks == ()  # backed off, as after silence
     assert targets(later) == {"a": 4 * GIB - 100 * MIB}
     assert withdraw(later.state, ADDRESS, 101.0, CONFIG) == later.state
+
+
+def test_a_release_still_arriving_holds_the_balloon_for_one_more_deadline() -> None:
+    # Free page reporting hands a large release back over several 2 s rounds: at the deadline
+    # half of it is seen, so the balloon waits rather than take the rest a second time.
+    first = cycle(None, 100.0, with_agent(vm()))
+    released = ReleaseAnswer(first.asks[0].request.id, 600 * MIB, "")
+    half = with_agent(vm(updated=1005.0), answer=released, footprint=4 * GIB - 300 * MIB)
+    waiting = cycle(first.state, 105.0, half)
+    assert (waiting.outcomes, targets(waiting)) == ((), {})
+    # Nine tenths seen: done, before the second deadline.
+    most = with_agent(vm(updated=1007.0), answer=released, footprint=4 * GIB - 550 * MIB)
+    (outcome,) = cycle(waiting.state, 107.0, most).outcomes
+    assert (outcome.result, outcome.seen_bytes) == (RELEASED, 550 * MIB)
+    # Still half at the second deadline: the wait ends there.
+    stuck = with_agent(vm(updated=1010.0), answer=released, footprint=4 * GIB - 300 * MIB)
+    assert cycle(waiting.state, 109.0, stuck).outcomes == ()
+    (ended,) = cycle(waiting.state, 110.0, stuck).outcomes
+    assert ended.seen_bytes == 300 * MIB

@@ -87,6 +87,7 @@ def run(arm: str, freed: float | None, refaults: int, kills: int = 0) -> RunResu
         freed_90_s=freed,
         freed_bytes=SHORT,
         hot_refault_bytes=refaults,
+        calm_refault_bytes=0,
         oom_kills=kills,
         median_pass_s=1.0,
         asks=2 if arm == "cooperative" else 0,
