@@ -34,6 +34,7 @@ from vmreclaim.host.agents import (
     AgentLink,
     ChannelLimits,
     TokenBucket,
+    VsockLink,
     listened_on,
     vm_stem,
 )
@@ -624,7 +625,9 @@ def test_a_hostile_vsock_guest_stalls_neither_the_loop_nor_another_vm(tmp_path: 
             assert good.reports >= 5
             assert dropped(good) == {}
             assert busy.report is None
-            assert busy.dropped["not_json"] > 5  # many connections, each read
+            assert busy.dropped["not_json"] <= 3  # the connections read: a burst of them...
+            assert isinstance(busy, VsockLink)
+            assert busy.refused > 10  # ...the rest closed at once
             assert bad.report is None
             assert bad.dropped["too_long"] > 0
             read = bad.dropped["too_long"] * 5001

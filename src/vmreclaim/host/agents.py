@@ -32,7 +32,9 @@ host must listen (their docs/vsock.md, "guest-initiated connections": with no li
 resets the guest's connection). So for `agent_vsock = ["/run/vms/*.vsock"]` the daemon is the
 server: a VsockLink listens beside each VM's vsock socket and pairs by that socket's stem
 (/run/vms/db.vsock with the API socket /run/vms/db.sock). A new connection from the guest (an
-agent restarted) replaces the old one. Reading, limits and requests are the AgentLink's.
+agent restarted) replaces the old one, up to VSOCK_CONNECT_BURST connections and then one in
+10 s: the guest, not the daemon, sets the pace of connections here. Reading, limits and
+requests are the AgentLink's.
 """
 
 from __future__ import annotations
@@ -73,6 +75,11 @@ CONNECT_TIMEOUT_S = 2.0
 MAX_BACKOFF_S = 30.0
 MAX_UNSENT_BYTES = 4 * MAX_MESSAGE_BYTES
 """Requests waiting unsent beyond this mean the guest is not reading: send no more."""
+VSOCK_CONNECTS_PER_S = 0.1
+VSOCK_CONNECT_BURST = 3
+"""Connections a guest may make over vsock: an agent connects once, and again only when it or
+the daemon restarts; past this a connection is closed at once (the agent tries again at a
+later tick), so a guest connecting in a loop costs no log lines and little work."""
 
 
 @dataclass(frozen=True)
@@ -319,6 +326,9 @@ class VsockLink(AgentLink):
         super().__init__(f"{uds_path}_{port}", limits=limits, clock=clock)
         self.uds_path = uds_path
         self._reading: asyncio.Task[None] | None = None  # the current connection's session
+        self._connects = TokenBucket(VSOCK_CONNECTS_PER_S, VSOCK_CONNECT_BURST, clock())
+        self.refused = 0
+        """Connections closed at once: the guest connected too often."""
 
     @property
     def stem(self) -> str:
@@ -360,6 +370,17 @@ class VsockLink(AgentLink):
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """A connection from the guest; one already open is the agent's from before it
         restarted (or a guest connecting again and again): the newest is read."""
+        if not self._connects.try_take(1, self._clock()):
+            self.refused += 1
+            if self.refused == 1:
+                log.warning(
+                    "agent channel %s: the guest connects more often than %g times a minute; "
+                    "the extra connections are closed, not logged again",
+                    self.path,
+                    VSOCK_CONNECTS_PER_S * 60,
+                )
+            writer.close()
+            return
         previous, self._reading = self._reading, asyncio.current_task()
         if previous is not None and not previous.done():
             log.info(
