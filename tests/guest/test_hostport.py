@@ -367,3 +367,12 @@ def test_guest_run_uses_vsock_when_the_guest_has_it_and_no_port(debian, caplog) 
 
 def test_guest_run_rejects_a_bad_vsock_port(debian) -> None:
     assert main(["guest", "run", "--once", "--root", str(debian.path), "--channel", "vsock:x"]) == 2
+
+
+def test_the_channel_option_keeps_vsock_as_said_and_a_device_absolute() -> None:
+    from vmreclaim.guest.config import load_settings
+
+    assert load_settings(None, channel="vsock:5").agent.channel_path == "vsock:5"
+    assert load_settings(None, channel="vsock").agent.channel_path == "vsock"
+    device = load_settings(None, channel="port").agent.channel_path
+    assert device == str(Path("port").absolute())

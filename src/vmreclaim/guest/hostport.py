@@ -348,6 +348,9 @@ class HostReporter:
             return False
         self._socket, self._fd, self._readable = sock, sock.fileno(), True
         self._connecting = code != 0
+        # A new stream: nothing of the old one's half lines either way.
+        self._splitter = LineSplitter(MAX_MESSAGE_BYTES)
+        self._torn = False
         return not self._connecting
 
     def _connected(self) -> bool:
