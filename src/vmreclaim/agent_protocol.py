@@ -1,9 +1,10 @@
 """The messages between a guest agent and `host run`: one JSON object per line, UTF-8.
 
 Standard library only: the guest agent writes these (guest/hostport.py) and the host reads them
-(host/agents.py). Nothing here does I/O, so the same code runs over any byte stream: today a
+(host/agents.py). Nothing here does I/O, so the same code runs over any byte stream: a
 virtio-serial port (the guest writes /dev/virtio-ports/PORT_NAME, QEMU carries it to a unix
-socket on the host), tomorrow an AF_VSOCK stream.
+socket on the host), or an AF_VSOCK stream to VSOCK_PORT of the host (Cloud Hypervisor and
+Firecracker carry it to the unix socket `<uds_path>_VSOCK_PORT` on the host).
 
 Why lines and not length-prefixed frames: a virtio-serial port is a byte pipe that outlives
 the host's end. When `host run` connects to a port the guest has been writing to, or a write
@@ -37,6 +38,14 @@ from typing import Any
 PORT_NAME = "org.vmreclaim.agent.0"
 """The virtio-serial port's name: the guest finds it as /dev/virtio-ports/PORT_NAME (udev),
 or by /sys/class/virtio-ports/*/name without udev."""
+
+VSOCK_PORT = 0x766D
+"""The vsock port the agent connects to on the host (CID 2) where there is no such port: 30317,
+"vm" in ASCII. A vsock port is 32 bits and nobody registers them; this one is clear of the
+small numbers the VMMs' own examples use (52, 1234), and it is fixed because it is the
+decimal suffix of the unix socket the host listens on: a guest connection to port P arrives
+at `<uds_path>_P` (Firecracker and Cloud Hypervisor, docs/vsock.md, "guest-initiated
+connections"), here /run/vms/vm1.vsock_30317."""
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 4096

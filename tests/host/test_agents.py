@@ -1,26 +1,41 @@
 """The host end of the agent channels: the latest valid report kept, the rest counted; a guest
 that floods, sends garbage or never sends costs the daemon a bounded amount and no other VM
-anything. Small unix-socket servers stand in for QEMU's chardev sockets."""
+anything. Small unix-socket servers stand in for QEMU's chardev sockets, and unix-socket
+clients for the guests whose vsock connections Cloud Hypervisor and Firecracker carry."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import os
+import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from vmreclaim.agent_protocol import AgentReport, encode_report
+from vmreclaim.agent_protocol import (
+    VSOCK_PORT,
+    AgentReport,
+    ReleaseAnswer,
+    ReleaseRequest,
+    encode_answer,
+    encode_report,
+    parse_request,
+)
+from vmreclaim.guest.hostport import HostReporter, Vsock
 from vmreclaim.host.agents import (
     AgentChannels,
     AgentLink,
     ChannelLimits,
     TokenBucket,
+    VsockLink,
+    listened_on,
     vm_stem,
 )
 from vmreclaim.host.fleet import FleetPoll
@@ -430,3 +445,261 @@ def test_top_without_a_daemon_reads_the_agent_itself(tmp_path: Path, capsys) -> 
         loop.close()
     (vm,) = json.loads(capsys.readouterr().out)["vms"]
     assert vm["agent"]["report"]["reclaimable_bytes"] == 300 * MIB
+
+
+# Hybrid vsock (Cloud Hypervisor, Firecracker): the daemon listens at <uds_path>_VSOCK_PORT and
+# the fake guests below connect there as the VMM would for a guest connecting to the host's
+# port. Real AF_VSOCK is not exercised: these machines have no /dev/vhost-vsock.
+
+
+async def guest_connects(uds: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A guest's connection as the VMM makes it, once the daemon listens for it."""
+    listener = f"{uds}_{VSOCK_PORT}"
+    assert await wait_for(lambda: listened_on(listener), 5)
+    return await asyncio.open_unix_connection(listener)
+
+
+def test_a_vm_is_paired_with_the_listener_beside_its_vsock_socket(tmp_path: Path) -> None:
+    async def main() -> None:
+        (tmp_path / "db.vsock").touch()  # the VMM's socket; a file will do for the glob
+        channels = AgentChannels([], vsock=[str(tmp_path / "*.vsock*")])
+        await channels.refresh()
+        try:
+            (link,) = channels.links
+            assert link.path == f"{tmp_path / 'db.vsock'}_{VSOCK_PORT}"
+            assert await wait_for(lambda: listened_on(link.path), 5)
+            await channels.refresh()  # its own listener matches the glob: not a VM
+            assert channels.links == (link,)
+            assert channels.link_for(str(tmp_path / "db.sock")) is link
+            assert channels.link_for(f"cloud-hypervisor:{tmp_path / 'db.sock'}") is link
+            assert channels.link_for(f"firecracker:{tmp_path / 'db.sock'}") is link
+            assert channels.link_for(str(tmp_path / "web.sock")) is None
+        finally:
+            await channels.close()
+        assert not Path(link.path).exists()  # the listening socket is removed on exit
+
+    asyncio.run(main())
+
+
+def test_reports_and_requests_go_over_a_guests_vsock_connection(tmp_path: Path) -> None:
+    async def main() -> None:
+        uds = tmp_path / "db.vsock"
+        channels = AgentChannels([], vsock=[str(uds)])
+        await channels.refresh()
+        try:
+            (link,) = channels.links
+            reader, writer = await guest_connects(uds)
+            writer.write(report_line(1) + report_line(2))
+            assert await wait_for(lambda: link.reports == 2, 5)
+            assert link.connected
+            assert link.send(ReleaseRequest(3, 64 * MIB, 5.0))
+            assert parse_request((await reader.readline()).rstrip(b"\n")).id == 3
+            writer.write(encode_answer(ReleaseAnswer(3, 60 * MIB, "")))
+            assert await wait_for(lambda: link.answer == ReleaseAnswer(3, 60 * MIB, ""), 5)
+            writer.close()
+            assert await wait_for(lambda: not link.connected, 5)
+        finally:
+            await channels.close()
+
+    asyncio.run(main())
+
+
+def test_the_guest_agents_reporter_reaches_the_listener(tmp_path: Path) -> None:
+    """The guest's HostReporter (an AF_UNIX stream standing in for AF_VSOCK) and the daemon's
+    listener: the first report after the listener comes arrives, the request goes back."""
+
+    async def main() -> None:
+        uds = tmp_path / "db.vsock"
+        listener = f"{uds}_{VSOCK_PORT}"
+        stand_in = Vsock(
+            make_socket=lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM),
+            address=listener,
+        )
+        channels = AgentChannels([], vsock=[str(uds)])
+        with HostReporter(stand_in, "adaptive", 2.0) as reporter:
+            assert not reporter.send(report_line(1))  # no listener yet: dropped, not waited
+            await channels.refresh()
+            try:
+                (link,) = channels.links
+                assert await wait_for(lambda: listened_on(listener), 5)
+                assert reporter.send(report_line(2))
+                assert await wait_for(lambda: link.reports == 1, 5)
+                assert link.report is not None
+                assert link.report.seq == 2
+                assert link.send(ReleaseRequest(4, 64 * MIB, 5.0))
+                assert await wait_for(lambda: reporter.poll_request() is not None, 5)
+                assert reporter.dropped == 1
+            finally:
+                await channels.close()
+
+    asyncio.run(main())
+
+
+def test_a_new_vsock_connection_replaces_the_old(tmp_path: Path) -> None:
+    async def main() -> None:
+        uds = tmp_path / "db.vsock"
+        channels = AgentChannels([], vsock=[str(uds)])
+        await channels.refresh()
+        try:
+            (link,) = channels.links
+            old_reader, old_writer = await guest_connects(uds)
+            old_writer.write(report_line(1) + b'{"type":"rep')  # and half a line
+            assert await wait_for(lambda: link.reports == 1, 5)
+            reader, writer = await guest_connects(uds)  # the agent restarted
+            writer.write(report_line(7))
+            assert await wait_for(lambda: link.reports == 2, 5)
+            assert link.report is not None
+            assert link.report.seq == 7
+            assert dropped(link) == {}  # the old half line was not joined to the new line
+            assert await asyncio.wait_for(old_reader.read(), 5) == b""  # closed by the daemon
+            assert link.connected
+            assert link.send(ReleaseRequest(9, MIB, 5.0))
+            assert parse_request((await reader.readline()).rstrip(b"\n")).id == 9
+            old_writer.close()
+            writer.close()
+        finally:
+            await channels.close()
+
+    asyncio.run(main())
+
+
+async def flooding_guest(uds: Path, sent: list[int]) -> None:
+    """Garbage without pause, as fast as the daemon takes it."""
+    _reader, writer = await guest_connects(uds)
+    chunk = (b"x" * 5000 + b"\n{not json}\n") * 20
+    with contextlib.suppress(ConnectionError):
+        while True:
+            writer.write(chunk)
+            sent[0] += len(chunk)
+            await writer.drain()
+
+
+async def churning_guest(uds: Path) -> None:
+    """Connects again and again, a line of garbage each time."""
+    while True:
+        _reader, writer = await guest_connects(uds)
+        writer.write(b"\x00\xff garbage\n")
+        await asyncio.sleep(0.01)
+        writer.close()
+
+
+async def honest_guest(uds: Path) -> None:
+    """A report four times a second: under the rate."""
+    _reader, writer = await guest_connects(uds)
+    for seq in range(1, 1000):
+        writer.write(report_line(seq))
+        await writer.drain()
+        await asyncio.sleep(0.25)
+
+
+def test_a_hostile_vsock_guest_stalls_neither_the_loop_nor_another_vm(tmp_path: Path) -> None:
+    """One guest floods garbage, another connects again and again, a third reports: the loop
+    keeps its pace, the honest reports arrive, the flood is read no faster than the byte rate."""
+    limits = ChannelLimits(bytes_per_s=256 << 10, byte_burst=256 << 10)
+    sent = [0]
+
+    async def main() -> None:
+        names: dict[str, Callable[[Path], Coroutine[Any, Any, None]]] = {
+            "bad": lambda uds: flooding_guest(uds, sent),
+            "busy": churning_guest,
+            "good": honest_guest,
+        }
+        for name in names:
+            (tmp_path / f"{name}.vsock").touch()
+        channels = AgentChannels([], vsock=[str(tmp_path / "*.vsock")], limits=limits)
+        await channels.refresh()
+        guests = [
+            asyncio.create_task(talk(tmp_path / f"{name}.vsock")) for name, talk in names.items()
+        ]
+        try:
+            worst = 0.0
+            started = time.monotonic()
+            while time.monotonic() - started < 2.0:
+                before = time.monotonic()
+                await asyncio.sleep(0.01)
+                worst = max(worst, time.monotonic() - before)
+            elapsed = time.monotonic() - started
+            links = {Path(link.stem).name: link for link in channels.links}
+            bad, busy, good = links["bad"], links["busy"], links["good"]
+            assert worst < 0.25
+            assert good.reports >= 5
+            assert dropped(good) == {}
+            assert busy.report is None
+            assert busy.dropped["not_json"] <= 3  # the connections read: a burst of them...
+            assert isinstance(busy, VsockLink)
+            assert busy.refused > 10  # ...the rest closed at once
+            assert bad.report is None
+            assert bad.dropped["too_long"] > 0
+            read = bad.dropped["too_long"] * 5001
+            assert read <= 256 * 1024 * (1 + elapsed) + 64 * 1024 * 4
+            assert sent[0] > read  # the flood waits in the socket (and the VMM), not here
+            assert bad._splitter.held_bytes <= 4096
+        finally:
+            for guest in guests:
+                guest.cancel()
+            await asyncio.wait(guests)
+            await channels.close()
+        assert not list(tmp_path.glob(f"*_{VSOCK_PORT}"))
+
+    asyncio.run(main())
+
+
+def test_a_socket_another_process_listens_on_is_not_taken(tmp_path: Path) -> None:
+    async def main() -> None:
+        uds = tmp_path / "db.vsock"
+        listener = f"{uds}_{VSOCK_PORT}"
+        other = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        other.bind(listener)
+        other.listen(1)
+        made = os.stat(listener).st_ino
+        channels = AgentChannels([], vsock=[str(uds)])
+        await channels.refresh()
+        try:
+            (link,) = channels.links
+            await asyncio.sleep(0.2)
+            assert not link.awaited  # it says why it does not listen
+            assert os.stat(listener).st_ino == made
+        finally:
+            await channels.close()
+            assert os.stat(listener).st_ino == made  # and leaves the other's socket alone
+            other.close()
+
+    asyncio.run(main())
+
+
+def test_a_stale_listener_socket_is_replaced(tmp_path: Path) -> None:
+    async def main() -> None:
+        uds = tmp_path / "db.vsock"
+        stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stale.bind(f"{uds}_{VSOCK_PORT}")
+        stale.close()  # a daemon that died: the file stays, nobody listens
+        channels = AgentChannels([], vsock=[str(uds)])
+        await channels.refresh()
+        try:
+            (link,) = channels.links
+            _reader, writer = await guest_connects(uds)
+            writer.write(report_line(1))
+            assert await wait_for(lambda: link.reports == 1, 5)
+            writer.close()
+        finally:
+            await channels.close()
+
+    asyncio.run(main())
+
+
+def test_the_config_names_vsock_sockets_for_the_daemon(tmp_path: Path) -> None:
+    from vmreclaim.host.config import parse_config
+    from vmreclaim.host.daemon import Daemon
+
+    config = parse_config(
+        {
+            "cloud_hypervisor": ["/run/vms/*.sock"],
+            "agent_vsock": ["/run/vms/*.vsock"],
+            "socket": "",
+            "host": {"keep_available": "1M"},
+        },
+        "host.toml",
+    )
+    assert config.agent_vsock == ("/run/vms/*.vsock",)
+    daemon = Daemon(config, lambda _address: None)  # type: ignore[arg-type,return-value]
+    assert daemon.agents.vsock == ("/run/vms/*.vsock",)

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from vmreclaim.agent_protocol import VSOCK_PORT
 from vmreclaim.cli import main
 from vmreclaim.errors import UsageError
 from vmreclaim.host.launch import launch_options
@@ -100,13 +101,23 @@ def test_libvirt_gets_a_channel_element_that_parses() -> None:
     assert ET.fromstring("<channel" + second).tag == "channel"
 
 
-@pytest.mark.parametrize("hypervisor", ["cloud-hypervisor", "firecracker"])
-def test_vsock_only_hypervisors_have_no_agent_channel_yet(hypervisor: str) -> None:
-    options = launch_options(hypervisor)
-    assert options.channel == ""
-    assert options.text() == options.snippet
-    assert "vsock" in options.note
-    assert "not implemented yet" in options.note
+def test_cloud_hypervisor_gets_the_agent_channel_on_vsock() -> None:
+    options = launch_options("cloud-hypervisor", name="db")
+    assert options.channel == "--vsock cid=3,socket=/run/vms/db.vsock"
+    assert options.text() == f"{options.snippet} {options.channel}"
+    assert 'agent_vsock = ["/run/vms/*.vsock"]' in options.note
+    assert f"/run/vms/db.vsock_{VSOCK_PORT}" in options.note
+
+
+def test_firecracker_gets_the_agent_channel_by_a_put_vsock() -> None:
+    options = launch_options("firecracker", name="db")
+    request, body = options.channel.split(" -d ", 1)
+    assert request.startswith("curl --unix-socket /run/vms/db.sock -X PUT http://localhost/vsock")
+    assert json.loads(body.strip("'")) == {"guest_cid": 3, "uds_path": "/run/vms/db.vsock"}
+    # Two requests: one a line, each to paste whole.
+    assert options.text() == f"{options.snippet}\n{options.channel}"
+    assert 'agent_vsock = ["/run/vms/*.vsock"]' in options.note
+    assert "not implemented" not in options.note
 
 
 def test_the_command_prints_the_qemu_channel_on_the_same_line(capsys) -> None:

@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from vmreclaim.agent_protocol import PORT_NAME
+from vmreclaim.agent_protocol import PORT_NAME, VSOCK_PORT
 from vmreclaim.errors import UsageError, VmreclaimError
 from vmreclaim.guest import oneshot, status
 from vmreclaim.guest.actions import (
@@ -24,7 +24,7 @@ from vmreclaim.guest.actions import (
 from vmreclaim.guest.config import AgentConfig, load_settings
 from vmreclaim.guest.daemon import Agent, stop_on_signals
 from vmreclaim.guest.dropbehind import DropBehind
-from vmreclaim.guest.hostport import HostReporter, find_port
+from vmreclaim.guest.hostport import HostReporter, Vsock, find_port, find_vsock, parse_vsock
 from vmreclaim.guest.observe import observe
 from vmreclaim.guest.observe.snapshot import DEFAULT_PAGE_SIZE
 from vmreclaim.guest.policies import POLICIES, get_policy
@@ -120,10 +120,10 @@ def _register_run(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     run.add_argument(
         "--channel",
-        type=Path,
-        metavar="DEVICE",
-        help="write a report for the host to this device after every tick (default: the "
-        f"virtio-serial port {PORT_NAME}, when the host added one)",
+        metavar="DEVICE|vsock[:PORT]",
+        help="write a report for the host to this device after every tick, or to vsock port "
+        f"PORT of the host (default {VSOCK_PORT}) (default: the virtio-serial port {PORT_NAME} "
+        "when the host added one, else vsock when the guest has a virtio-vsock device)",
     )
     run.add_argument("--duration", metavar="SECONDS", help="run this long, then exit 0")
     run.add_argument("--once", action="store_true", help="run one tick, then exit")
@@ -251,19 +251,27 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _host_reporter(root: Path, agent: AgentConfig) -> tuple[HostReporter | None, str]:
-    """The reports to the host, on the configured device or the agent's virtio-serial port,
-    and the line to log about it; None when there is neither: the agent then runs as it
-    would without a host."""
-    path = Path(agent.channel_path) if agent.channel_path else find_port(root)
-    if path is None:
+    """The reports to the host, on the configured channel, else the agent's virtio-serial
+    port, else vsock if the guest has it; and the line to log about it. None when there is
+    none of these: the agent then runs as it would without a host."""
+    channel: Path | Vsock | None
+    try:
+        channel = parse_vsock(agent.channel_path)
+    except ValueError as err:
+        raise UsageError(f"bad host channel: {err}", hint="vsock, or vsock:PORT") from err
+    if channel is None:
+        channel = Path(agent.channel_path) if agent.channel_path else find_port(root)
+    if channel is None and find_vsock(root):
+        channel = Vsock()
+    if channel is None:
         return None, (
-            f"host channel: no virtio-serial port {PORT_NAME} (the host did not add one); not "
-            "reporting to the host"
+            f"host channel: no virtio-serial port {PORT_NAME} (the host did not add one) and "
+            "no virtio-vsock device; not reporting to the host"
         )
-    if not path.exists():
-        return None, f"host channel: {path} does not exist; not reporting to the host"
-    reporter = HostReporter(path, agent.policy, agent.interval_s)
-    return reporter, f"host channel: a report after every tick on {path}"
+    if isinstance(channel, Path) and not channel.exists():
+        return None, f"host channel: {channel} does not exist; not reporting to the host"
+    reporter = HostReporter(channel, agent.policy, agent.interval_s)
+    return reporter, f"host channel: a report after every tick on {channel}"
 
 
 def _watch_writes(root: Path) -> DropBehind | None:

@@ -58,8 +58,9 @@ class AgentConfig:
     # after every tick (vmreclaim.guest.textfile); empty: none.
     textfile_path: str = ""
     # The host channel: the device to write a report to after every tick
-    # (vmreclaim.guest.hostport); empty: the virtio-serial port named org.vmreclaim.agent.0,
-    # when the host added one.
+    # (vmreclaim.guest.hostport), or "vsock" / "vsock:PORT" for a vsock stream to the host;
+    # empty: the virtio-serial port named org.vmreclaim.agent.0 when the host added one, else
+    # vsock when the guest has a virtio-vsock device (Cloud Hypervisor, Firecracker).
     channel_path: str = ""
 
 
@@ -168,7 +169,7 @@ def load_settings(
     policy: str | None = None,
     interval_s: float | None = None,
     textfile: Path | None = None,
-    channel: Path | None = None,
+    channel: str | None = None,
 ) -> Settings:
     """Defaults, overridden by the file at `path`, overridden by the command-line options."""
     settings = Settings(AgentConfig()) if path is None else read_config_file(path)
@@ -176,7 +177,9 @@ def load_settings(
     if textfile is not None:
         changes["textfile_path"] = str(textfile.absolute())
     if channel is not None:
-        changes["channel_path"] = str(channel.absolute())
+        # "vsock[:PORT]" names no file; anything else is a device, kept absolute.
+        vsock = channel == "vsock" or channel.startswith("vsock:")
+        changes["channel_path"] = channel if vsock else str(Path(channel).absolute())
     if policy is not None:
         get_policy(policy)
         changes["policy"] = policy

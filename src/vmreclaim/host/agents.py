@@ -23,13 +23,28 @@ same socket. A write never waits: while more than MAX_UNSENT_BYTES wait in the s
 (QEMU stops taking the host's bytes while no process in the guest holds the port), the request
 is not sent and fails as one the guest never answered. Answers come in with the reports, under
 the same bounds; the link keeps the latest.
+
+Cloud Hypervisor and Firecracker have no virtio-serial: there the agent connects over vsock to
+the host's port VSOCK_PORT, and the VMM ("hybrid vsock") carries the connection to the host's
+unix socket `<uds_path>_VSOCK_PORT`, where uds_path is the VM's vsock socket
+(`--vsock cid=3,socket=PATH`, Firecracker's `PUT /vsock` `uds_path`) and where a process on the
+host must listen (their docs/vsock.md, "guest-initiated connections": with no listener the VMM
+resets the guest's connection). So for `agent_vsock = ["/run/vms/*.vsock"]` the daemon is the
+server: a VsockLink listens beside each VM's vsock socket and pairs by that socket's stem
+(/run/vms/db.vsock with the API socket /run/vms/db.sock). A new connection from the guest (an
+agent restarted) replaces the old one, up to VSOCK_CONNECT_BURST connections and then one in
+10 s: the guest, not the daemon, sets the pace of connections here. Reading, limits and
+requests are the AgentLink's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -40,6 +55,7 @@ from vmreclaim.agent_protocol import (
     MAX_MESSAGE_BYTES,
     RATE_LIMITED,
     TOO_LONG,
+    VSOCK_PORT,
     AgentReport,
     BadMessage,
     LineSplitter,
@@ -59,6 +75,11 @@ CONNECT_TIMEOUT_S = 2.0
 MAX_BACKOFF_S = 30.0
 MAX_UNSENT_BYTES = 4 * MAX_MESSAGE_BYTES
 """Requests waiting unsent beyond this mean the guest is not reading: send no more."""
+VSOCK_CONNECTS_PER_S = 0.1
+VSOCK_CONNECT_BURST = 3
+"""Connections a guest may make over vsock: an agent connects once, and again only when it or
+the daemon restarts; past this a connection is closed at once (the agent tries again at a
+later tick), so a guest connecting in a loop costs no log lines and little work."""
 
 
 @dataclass(frozen=True)
@@ -243,22 +264,29 @@ class AgentLink:
                 await asyncio.sleep(min(MAX_BACKOFF_S, 2.0 ** (failures - 1)))
                 continue
             failures = 0
-            self._writer = writer
-            self.connected = True
-            self._problem = None
-            log.info("agent channel %s: connected", self.path)
-            try:
-                await self._read(reader)
-                self._trouble("the VM closed it")
-            except OSError as err:
-                self._trouble(f"read failed: {err.strerror or err!r}")
-            except Exception:  # a bug here must cost this channel a reconnect, nothing more
-                log.exception("agent channel %s: reading failed", self.path)
-            finally:
+            await self._session(reader, writer, "the VM closed it")
+            await asyncio.sleep(1.0)
+
+    async def _session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ended: str
+    ) -> None:
+        """Read one connection until it ends (`ended` says how, when it does by itself)."""
+        self._writer = writer
+        self.connected = True
+        self._problem = None
+        log.info("agent channel %s: connected", self.path)
+        try:
+            await self._read(reader)
+            self._trouble(ended)
+        except OSError as err:
+            self._trouble(f"read failed: {err.strerror or err!r}")
+        except Exception:  # a bug here must cost this channel a reconnect, nothing more
+            log.exception("agent channel %s: reading failed", self.path)
+        finally:
+            if self._writer is writer:  # not replaced by a newer connection meanwhile
                 self.connected = False
                 self._writer = None
-                writer.close()
-            await asyncio.sleep(1.0)
+            writer.close()
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         while True:
@@ -283,6 +311,115 @@ class AgentLink:
         self._problem = problem
 
 
+class VsockLink(AgentLink):
+    """One agent's vsock channel: listens at `<uds_path>_<port>` for the connection the VMM
+    makes when the guest connects to the host's `port`, and reads it as an AgentLink does."""
+
+    def __init__(
+        self,
+        uds_path: str,
+        *,
+        port: int = VSOCK_PORT,
+        limits: ChannelLimits = ChannelLimits(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(f"{uds_path}_{port}", limits=limits, clock=clock)
+        self.uds_path = uds_path
+        self._reading: asyncio.Task[None] | None = None  # the current connection's session
+        self._connects = TokenBucket(VSOCK_CONNECTS_PER_S, VSOCK_CONNECT_BURST, clock())
+        self.refused = 0
+        """Connections closed at once: the guest connected too often."""
+
+    @property
+    def stem(self) -> str:
+        return Path(self.uds_path).stem
+
+    @property
+    def directory(self) -> str:
+        return str(Path(self.uds_path).parent)
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                # A stale socket file at the path (a daemon that died) is removed first by
+                # asyncio (create_unix_server), a live one too: so never bind over a socket
+                # another process listens on (`host run` while `top --no-daemon` starts).
+                if listened_on(self.path):
+                    raise OSError(errno.EADDRINUSE, "another process listens there")
+                server = await asyncio.start_unix_server(
+                    self._accepted, path=self.path, limit=READ_CHUNK, backlog=1
+                )
+                listening = os.stat(self.path)
+            except OSError as err:
+                failures += 1
+                self._trouble(f"cannot listen: {err.strerror or err!r}")
+                await asyncio.sleep(min(MAX_BACKOFF_S, 2.0 ** (failures - 1)))
+                continue
+            log.info("agent channel %s: listening for the guest of %s", self.path, self.uds_path)
+            try:
+                await server.serve_forever()
+            finally:
+                server.close()
+                reading, self._reading = self._reading, None
+                if reading is not None:
+                    reading.cancel()
+                    await asyncio.wait([reading])
+                _remove_socket(self.path, listening)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A connection from the guest; one already open is the agent's from before it
+        restarted (or a guest connecting again and again): the newest is read."""
+        if not self._connects.try_take(1, self._clock()):
+            self.refused += 1
+            if self.refused == 1:
+                log.warning(
+                    "agent channel %s: the guest connects more often than %g times a minute; "
+                    "the extra connections are closed, not logged again",
+                    self.path,
+                    VSOCK_CONNECTS_PER_S * 60,
+                )
+            writer.close()
+            return
+        previous, self._reading = self._reading, asyncio.current_task()
+        if previous is not None and not previous.done():
+            log.info(
+                "agent channel %s: the guest connected again; reading the new connection",
+                self.path,
+            )
+            previous.cancel()
+            await asyncio.wait([previous])
+        self._splitter = LineSplitter(MAX_MESSAGE_BYTES)  # no half line of the old connection
+        await self._session(reader, writer, "the guest closed it")
+
+
+SO_ACCEPTCON = 1 << 16
+"""The flag /proc/net/unix shows on a listening socket (__SO_ACCEPTCON, include/linux/net.h;
+unix_seq_show() in net/unix/af_unix.c)."""
+
+
+def listened_on(path: str, net_unix: Path = Path("/proc/net/unix")) -> bool:
+    """Whether a unix socket of this network namespace listens at `path`. Read from
+    /proc/net/unix rather than by connecting, which the listener would take for its guest."""
+    try:
+        lines = net_unix.read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split(maxsplit=7)  # Num RefCount Protocol Flags Type St Inode Path
+        if len(fields) == 8 and fields[7] == path and int(fields[3], 16) & SO_ACCEPTCON:
+            return True
+    return False
+
+
+def _remove_socket(path: str, made: os.stat_result) -> None:
+    """Remove the socket file this daemon made at `path`, not one made there since."""
+    with contextlib.suppress(OSError):
+        now = os.stat(path)
+        if (now.st_dev, now.st_ino) == (made.st_dev, made.st_ino):
+            os.unlink(path)
+
+
 def vm_stem(address: str) -> tuple[str, str | None] | None:
     """(stem, directory or None) of a VM's address, to pair it with its agent's socket."""
     if address.startswith("libvirt:"):
@@ -303,16 +440,19 @@ class AgentChannels:
         self,
         patterns: Sequence[str],
         *,
+        vsock: Sequence[str] = (),
         limits: ChannelLimits = ChannelLimits(),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.patterns = tuple(patterns)
+        self.vsock = tuple(vsock)
+        """The VMs' vsock sockets (uds_path), or globs: a VsockLink listens beside each."""
         self._limits = limits
         self._clock = clock
         self._links: dict[str, AgentLink] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.patterns)
+        return bool(self.patterns or self.vsock)
 
     @property
     def links(self) -> tuple[AgentLink, ...]:
@@ -320,16 +460,26 @@ class AgentChannels:
 
     async def refresh(self) -> None:
         """Match the globs again: read new sockets, forget those whose file went away."""
-        if not self.patterns:
+        if not self:
             return
-        paths = discover(self.patterns)
-        gone = [path for path in self._links if path not in paths]
+        wanted: dict[str, Callable[[], AgentLink]] = {}
+        for path in discover(self.patterns) if self.patterns else ():
+            wanted[path] = functools.partial(
+                AgentLink, path, limits=self._limits, clock=self._clock
+            )
+        for uds in discover(self.vsock) if self.vsock else ():
+            if uds.endswith(f"_{VSOCK_PORT}"):
+                continue  # a listener of ours, matched by a wide glob
+            wanted[f"{uds}_{VSOCK_PORT}"] = functools.partial(
+                VsockLink, uds, limits=self._limits, clock=self._clock
+            )
+        gone = [path for path in self._links if path not in wanted]
         for path in gone:
             log.info("agent channel %s is gone: forgetting it", path)
         await asyncio.gather(*(self._links.pop(path).close() for path in gone))
-        for path in paths:
+        for path, make in wanted.items():
             if path not in self._links:
-                link = AgentLink(path, limits=self._limits, clock=self._clock)
+                link = make()
                 self._links[path] = link
                 link.start()
 

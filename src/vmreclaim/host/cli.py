@@ -83,6 +83,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "whose socket has the same stem (db.agent with db.qmp)",
     )
     top.add_argument(
+        "--agent-vsock",
+        action="append",
+        default=[],
+        metavar="SOCKET",
+        help="a VM's vsock socket (Cloud Hypervisor --vsock socket=, Firecracker uds_path; "
+        "repeatable; globs allowed): listen beside it for the guest agent, shown with the VM "
+        "whose socket has the same stem (db.vsock with db.sock)",
+    )
+    top.add_argument(
         "--config",
         type=Path,
         help="take the VMs (qmp, libvirt, cloud_hypervisor, firecracker) and agent channels "
@@ -231,9 +240,11 @@ def _top(args: argparse.Namespace) -> int:
     stale_after = 3.0
     socket = default_socket_path()
     agent_sockets = list(args.agent)
+    vsock_sockets = list(args.agent_vsock)
     if args.config is not None:
         config = load_config(args.config)
         agent_sockets += config.agent
+        vsock_sockets += config.agent_vsock
         stale_after = config.stale_after
         socket = config.socket or socket
         sources = SourceList(
@@ -269,7 +280,7 @@ def _top(args: argparse.Namespace) -> int:
     )
 
     async def run() -> int:
-        agents = AgentChannels(agent_sockets)
+        agents = AgentChannels(agent_sockets, vsock=vsock_sockets)
         try:
             if args.once:
                 return await _top_once(fleet, vm_sources, args, proc, max_age, agents=agents)

@@ -13,6 +13,11 @@ suffixes ("512M", "2G") or plain byte counts. An example with every key and its 
                                       # virtio-serial port org.vmreclaim.agent.0, or globs; a
                                       # socket goes with the VM whose socket (or libvirt
                                       # domain) has the same stem: db.agent with db.qmp
+    agent_vsock = ["/run/vms/*.vsock"]  # guest agents over vsock (Cloud Hypervisor,
+                                      # Firecracker): each VM's vsock socket (--vsock
+                                      # socket=, PUT /vsock uds_path), or globs; the daemon
+                                      # listens at PATH_30317 for the agent, which goes with
+                                      # the VM of the same stem: db.vsock with db.sock
     interval = 1.0                    # seconds between polls
     timeout = 0.5                     # seconds a hypervisor has to answer one call; a VM
                                       # that does not is reported hung (default: half the
@@ -179,6 +184,8 @@ class HostConfig:
     firecracker: tuple[str, ...] = ()
     agent: tuple[str, ...] = ()
     """The guest agents' channel sockets, or globs (host/agents.py)."""
+    agent_vsock: tuple[str, ...] = ()
+    """The VMs' hybrid vsock sockets, or globs: the daemon listens beside each for its agent."""
 
     @property
     def host_memory_proc(self) -> Path:
@@ -196,6 +203,7 @@ _TOP_KEYS = {
     "cloud_hypervisor",
     "firecracker",
     "agent",
+    "agent_vsock",
     "interval",
     "timeout",
     "stale_after",
@@ -367,6 +375,7 @@ def parse_config(data: Mapping[str, Any], path: str) -> HostConfig:
         cloud_hypervisor=_string_list(top, "cloud_hypervisor", "API socket paths or globs"),
         firecracker=_string_list(top, "firecracker", "API socket paths or globs"),
         agent=_string_list(top, "agent", "agent channel socket paths or globs"),
+        agent_vsock=_string_list(top, "agent_vsock", "vsock socket paths (uds_path) or globs"),
     )
 
 

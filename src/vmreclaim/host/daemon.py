@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
+from vmreclaim.agent_protocol import VSOCK_PORT
 from vmreclaim.errors import VmreclaimError
 from vmreclaim.host.agents import AgentChannels
 from vmreclaim.host.asking import EXPIRED, REFUSED, Ask, Outcome
@@ -62,7 +63,13 @@ def describe(config: HostConfig) -> str:
             if named
         )
         + (
-            f", agent channels {list(config.agent)} ("
+            f", agent channels {list(config.agent)}"
+            + (
+                f" and vsock {list(config.agent_vsock)} (listening at each _{VSOCK_PORT})"
+                if config.agent_vsock
+                else ""
+            )
+            + " ("
             + (
                 f"asked for cold cache before a squeeze: {policy.ask_deadline_s:g} s deadline, "
                 f"again after {policy.ask_interval_s:g} s, or {policy.ask_backoff_s:g} s after "
@@ -70,7 +77,7 @@ def describe(config: HostConfig) -> str:
                 if policy.ask_agents
                 else "never asked: ask_agents = false)"
             )
-            if config.agent
+            if config.agent or config.agent_vsock
             else ""
         )
         + f", every {config.interval:g} s, {config.timeout:g} s for a hypervisor to answer, "
@@ -118,7 +125,7 @@ class Daemon:
             clock=clock,
             discoverer=discoverer,
         )
-        self.agents = AgentChannels(config.agent, clock=clock)
+        self.agents = AgentChannels(config.agent, vsock=config.agent_vsock, clock=clock)
         self.state = PolicyState()
         self.cycles = 0
         self._clock = clock

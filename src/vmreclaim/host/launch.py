@@ -12,8 +12,12 @@ its OpenAPI document); Firecracker's `PUT /balloon` (Balloon in firecracker.yaml
 The guest agent's channel (agent_protocol.PORT_NAME) is a virtio-serial port whose host end
 is a unix socket QEMU listens on (`server=on,wait=off`: the VM starts whether or not anyone
 connects, and `host run` connects when it comes). Cloud Hypervisor and Firecracker have no
-virtio-serial ports for this; their only guest channel is vsock (hybrid vsock over a unix
-socket), which vmreclaim does not speak yet.
+virtio-serial ports for this; their guest channel is vsock, over a unix socket on the host
+(`--vsock cid=3,socket=PATH`; Firecracker's `PUT /vsock` with `guest_cid` and `uds_path`,
+pre-boot only): the agent connects to the host's port VSOCK_PORT and the VMM carries that to
+`PATH_VSOCK_PORT`, where `host run` listens (`agent_vsock`; both VMMs' docs/vsock.md). CID 3
+is the lowest a guest may have (0-2 are the hypervisor, loopback and host); with hybrid vsock
+the VMM, not the host kernel, handles it, so every VM may have 3.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from vmreclaim.agent_protocol import PORT_NAME
+from vmreclaim.agent_protocol import PORT_NAME, VSOCK_PORT
 from vmreclaim.errors import UsageError
 
 HYPERVISORS = ("qemu", "libvirt", "cloud-hypervisor", "firecracker")
@@ -51,10 +55,11 @@ class LaunchOptions:
     """What to add for the guest agent's channel to `host run`; "" where there is none."""
 
     def text(self) -> str:
-        """What `host launch-options` prints: options on one line, XML elements one a line."""
+        """What `host launch-options` prints: options on one line, XML elements and requests
+        one a line."""
         if not self.channel:
             return self.snippet
-        separator = "\n" if self.snippet.startswith("<") else " "
+        separator = "\n" if self.snippet.startswith(("<", "curl ")) else " "
         return f"{self.snippet}{separator}{self.channel}"
 
 
@@ -85,10 +90,13 @@ def launch_options(
             else f"the VM whose QMP socket is /run/vms/{name}.qmp (the same stem)."
         )
     )
+    vsock = f"/run/vms/{name}.vsock"
     vsock_note = (
-        "The guest agent's channel to `vmreclaim host run` is a virtio-serial port, which this "
-        "hypervisor does not have (its guest channel is vsock): not implemented yet, so the "
-        "agent here runs without reporting to the host."
+        f"The vsock device is the guest agent's channel to `vmreclaim host run`: in the guest, "
+        f"`vmreclaim guest run` connects to the host's vsock port {VSOCK_PORT}, which the VMM "
+        f'carries to {vsock}_{VSOCK_PORT}; on the host, agent_vsock = ["/run/vms/*.vsock"] in '
+        f"host.toml listens there for the VM whose API socket is /run/vms/{name}.sock (the same "
+        "stem). The guest needs CONFIG_VIRTIO_VSOCKETS."
     )
     if hypervisor == "qemu":
         snippet = (
@@ -135,6 +143,7 @@ def launch_options(
             "free_page_reporting=true in PUT /api/v1/vm.create). Watch with `vmreclaim top "
             f"--cloud-hypervisor /run/vms/{name}.sock`. {vsock_note}"
         )
+        channel = f"--vsock cid=3,socket={vsock}"
     elif hypervisor == "firecracker":
         body = {
             "amount_mib": 0,
@@ -147,10 +156,15 @@ def launch_options(
             f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'"
         )
         note = (
-            "Send this PUT /balloon before InstanceStart: Firecracker (1.14 or newer for "
-            "free_page_reporting) refuses it after boot, and statistics cannot be turned on "
-            "later either. Watch with `vmreclaim top --firecracker "
-            f"/run/vms/{name}.sock`. {vsock_note}"
+            "Send these requests before InstanceStart: Firecracker (1.14 or newer for "
+            "free_page_reporting) refuses PUT /balloon after boot, statistics cannot be turned "
+            "on later either, and PUT /vsock is pre-boot only too. Watch with `vmreclaim top "
+            f"--firecracker /run/vms/{name}.sock`. {vsock_note}"
+        )
+        channel = (
+            f"curl --unix-socket /run/vms/{name}.sock -X PUT http://localhost/vsock "
+            f"-H 'Content-Type: application/json' "
+            f"-d '{json.dumps({'guest_cid': 3, 'uds_path': vsock})}'"
         )
     else:
         raise UsageError(
