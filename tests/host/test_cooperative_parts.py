@@ -4,6 +4,7 @@ the guests' footprints, the daemon's configuration per arm, and the summary tabl
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -113,3 +114,12 @@ def test_the_summary_has_a_row_per_arm_with_median_spread_and_misses() -> None:
     assert "| 1 |" in balloon  # the OOM kill
     assert "6.0 s (5.0 - 7.0)" in together
     assert "0.0 (0.0 - 2.0)" in together
+
+
+def test_the_plot_draws_each_run(tmp_path: Path) -> None:
+    runs = [
+        dataclasses.replace(run("balloon-only", 30.0, 0), freed=((0.0, 0), (30.0, SHORT))),
+        dataclasses.replace(run("cooperative", 6.0, 0), freed=((0.0, 0), (6.0, SHORT))),
+    ]
+    cooperative.plot(runs, tmp_path / "cooperative.png")
+    assert (tmp_path / "cooperative.png").read_bytes().startswith(b"\x89PNG")

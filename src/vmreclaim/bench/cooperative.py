@@ -112,6 +112,8 @@ class RunResult:
     """Requests the daemon sent to agents."""
     balloon_moves: int
     """Balloon targets the daemon set."""
+    freed: tuple[tuple[float, int], ...] = ()
+    """(seconds since the host went short, the footprints' drop in bytes), every SAMPLE_S."""
 
     @property
     def hot_refault_ratio(self) -> float:
@@ -307,6 +309,7 @@ def one_run(guests: Guests, directory: Path, arm: str, repeat: int, keep: Path |
         median_pass_s=guests.median_pass(),
         asks=text.count("asked its agent to release"),
         balloon_moves=len(re.findall(r": balloon target [\d.]+ \S+ -> ", text)),
+        freed=tuple((round(at, 2), dropped) for at, dropped in host.samples),
     )
 
 
@@ -394,6 +397,38 @@ def summary(results: Sequence[RunResult]) -> str:
     return "\n".join(rows)
 
 
+def plot(results: Sequence[RunResult], path: Path) -> None:
+    """The three footprints' drop over each run, one line a run, a colour an arm, and the
+    shortfall as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(10, 5.5), dpi=110)
+    colours = dict(zip(ARMS, ("tab:red", "tab:blue")))
+    labelled: set[str] = set()
+    for result in results:
+        axes.plot(
+            [at for at, _ in result.freed],
+            [dropped / MIB for _, dropped in result.freed],
+            color=colours.get(result.arm, "grey"),
+            linewidth=1.4,
+            alpha=0.8,
+            label=None if result.arm in labelled else result.arm,
+        )
+        labelled.add(result.arm)
+    axes.axhline(SHORT / MIB, color="black", linestyle="--", linewidth=1.0, label="host short by")
+    axes.set_title("Three guests, host short: memory the host got back (footprints' drop)")
+    axes.set_xlabel("seconds since the host went short")
+    axes.set_ylabel("MiB")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
@@ -421,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "results.json").write_text(
             json.dumps([asdict(r) for r in results], indent=1) + "\n"
         )
+        plot(results, args.out / "cooperative.png")
     print(summary(results))
     return 0
 
