@@ -251,7 +251,8 @@ def test_the_agents_report_reaches_top_within_a_few_ticks(setup: Setup) -> None:
     assert report["interval_s"] == 1.0
     assert report["floor_bytes"] == 128 * MIB
     assert report["cache_bytes"] is not None
-    assert report["reclaimable_bytes"] == max(0, report["cache_bytes"] - 128 * MIB)
+    # Its cold cache: above the floor, and only the inactive list's share of that.
+    assert 0 <= report["reclaimable_bytes"] <= max(0, report["cache_bytes"] - 128 * MIB)
     log = setup.vm.run("cat /tmp/agent.log").text
     assert "host channel: a report after every tick on /dev/vport" in log, log
     metrics = setup.metrics()
