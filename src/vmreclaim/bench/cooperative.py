@@ -25,8 +25,8 @@ Measured each run, over the RUN_S (120 s) from the host going short, the same wi
 arms: seconds until the three footprints dropped by 90 % of SHORT and by all of it (a balloon
 squeezed to the guests' margins may stop just short of it: "never"), the busy guest's file
 refaults (workingset_refault_file) and its hot-set pass times, and OOM kills in every guest;
-and the busy guest's refaults in a calm window before, which show the hot set fits. Arms alternate,
-so slow drifts of the machine fall on both.
+and the busy guest's refaults in a calm window before, which show the hot set fits. Arms
+alternate, so slow drifts of the machine fall on both, and each run boots its own guests.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ class Guests:
             )
         self.busy.check("for i in 1 2; do cat /mnt/scratch/hot/* >/dev/null; done", timeout=600)
         for vm in self.all:
-            vm.check(f"{AGENT} >>/tmp/agent.log 2>&1 & echo $! >/tmp/agent.pid")
+            vm.check(f"{AGENT} >/tmp/agent.log 2>&1 & echo $! >/tmp/agent.pid")
 
     @contextmanager
     def hot_loop(self) -> Iterator[None]:
@@ -296,6 +296,9 @@ def one_run(guests: Guests, directory: Path, arm: str, repeat: int, keep: Path |
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copy(daemon_log, keep / daemon_log.name)
+        for vm in guests.all:
+            agent_log = keep / f"{arm}-{repeat + 1}.{vm.config.name}.agent.log"
+            agent_log.write_text(vm.run("cat /tmp/agent.log").text)
     text = daemon_log.read_text(errors="replace")
     return RunResult(
         arm=arm,
@@ -338,13 +341,18 @@ def three_guests() -> Iterator[Guests]:
 
 
 def run_all(repeat: int, directory: Path, keep: Path | None) -> list[RunResult]:
+    """Each run on three freshly booted guests: a run leaves the next one's guests changed.
+    Run in place, every cooperative run followed a balloon-only one, whose deflated balloon
+    had handed the guests back their memory a page at a time; the cold files written next
+    landed scattered, and their release reached the host over 10 s and more instead of 2 s
+    (docs/benchmarks/cooperative-382f32d)."""
     results: list[RunResult] = []
-    with three_guests() as guests:
-        for index in range(repeat):
-            for arm in ARMS:
+    for index in range(repeat):
+        for arm in ARMS:
+            with three_guests() as guests:
                 result = one_run(guests, directory, arm, index, keep)
-                log.info("%s", describe(result))
-                results.append(result)
+            log.info("%s", describe(result))
+            results.append(result)
     return results
 
 
@@ -441,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         parser.error("--repeat is 1 or more")
     logging.basicConfig(level=logging.INFO, format="cooperative: %(message)s")
+    logging.getLogger("qemu").setLevel(logging.WARNING)  # the QMP library's own chatter
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     directory = Path(tempfile.mkdtemp(prefix="vmreclaim-bench-cooperative-"))
     try:
