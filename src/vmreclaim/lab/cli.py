@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 def add_machine_options(parser: argparse.ArgumentParser, memory: str = "1G") -> None:
     """The options that describe a lab guest; shared with `demo` and `bench`."""
+    from vmreclaim.lab.qemu_command import INITS
+
     group = parser.add_argument_group("guest")
     group.add_argument("--memory", default=memory, help=f"guest RAM (default {memory})")
     group.add_argument("--cpus", type=int, default=2, help="vCPUs (default 2)")
@@ -32,6 +34,13 @@ def add_machine_options(parser: argparse.ArgumentParser, memory: str = "1G") -> 
         help="extra kernel command line, e.g. page_reporting.page_reporting_order=5",
     )
     group.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    group.add_argument(
+        "--init",
+        choices=INITS,
+        default="busybox",
+        help="PID 1: the lab's busybox init (default), or the host's systemd, e.g. to try the "
+        "guest agent's unit",
+    )
     add_kernel_options(group)
 
 
@@ -54,6 +63,7 @@ def machine_config(args: argparse.Namespace, **overrides: Any) -> MachineConfig:
         scratch_disk=parse_size(args.scratch) if args.scratch else None,
         append=args.append,
         accel=args.accel,
+        init=args.init,
     )
     config = dataclasses.replace(config, **overrides)
     config.validate()

@@ -23,6 +23,9 @@ BALLOON_ID = "balloon0"
 ACCELERATORS = ("auto", "kvm", "tcg")
 
 
+INITS = ("busybox", "systemd")
+
+
 @dataclass(frozen=True)
 class MachineConfig:
     """How to boot a lab guest. Amounts are bytes."""
@@ -46,6 +49,9 @@ class MachineConfig:
     """TCG only: the guest's clock advances 2**icount ns per instruction (QEMU's -icount), so
     CPU time measured inside the guest counts instructions, not how slowly TCG emulates them.
     0 is a 1 GHz CPU retiring one instruction per cycle, slower than any host KVM would use."""
+    init: str = "busybox"
+    """PID 1: "busybox" (the lab's own init, a boot in seconds) or "systemd" (the host's
+    systemd over a root on tmpfs, to start the project's units as a real system would)."""
     name: str = "vmreclaim-lab"
     """The guest's name (QEMU's -name guest=), as `host run` and `top` show it."""
     agent_port: bool = False
@@ -68,10 +74,15 @@ class MachineConfig:
                 )
             if not self.scratch_contents.is_dir():
                 raise UsageError(f"{self.scratch_contents} is not a directory")
+        if self.init not in INITS:
+            raise UsageError(f"unknown init {self.init!r}", hint="use busybox or systemd")
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.name):
             raise UsageError(
                 f"guest name {self.name!r} is not usable", hint="use letters, digits, . _ -"
             )
+        self._validate_accel()
+
+    def _validate_accel(self) -> None:
         if self.accel not in ACCELERATORS:
             raise UsageError(f"unknown accelerator {self.accel!r}", hint="use auto, kvm or tcg")
         if self.icount is not None:
@@ -140,6 +151,7 @@ def kernel_command_line(config: MachineConfig) -> str:
     # panic=-1 with -no-reboot: a guest that panics ends QEMU at once instead of hanging.
     base = ["console=ttyS0", "panic=-1", "8250.nr_uarts=1"]
     base += ["quiet", "vmreclaim.shell=1"] if config.shell else []
+    base += ["vmreclaim.init=systemd"] if config.init == "systemd" else []
     return " ".join([*base, config.append]).strip()
 
 
