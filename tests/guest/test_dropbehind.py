@@ -35,6 +35,26 @@ def test_it_watches_writable_disk_filesystems_only():
     assert disk_mounts(MOUNTS) == ["/", "/srv/pg data"]
 
 
+# /proc/self/mountinfo of the agent under its unit (ProtectSystem=strict) in a Debian 12 guest,
+# verbatim but for the escaped space: every mount read-only, the filesystems beneath writable
+# but for the iso and the backup disk.
+MOUNTINFO = """\
+312 311 254:1 / / ro,relatime master:1 - ext4 /dev/vda1 rw,errors=remount-ro
+313 312 0:22 / /sys ro,nosuid,nodev,noexec,relatime master:2 - sysfs sysfs rw
+330 312 0:5 / /dev rw,nosuid master:8 - devtmpfs devtmpfs rw,size=4096k,mode=755
+341 312 254:16 / /srv/pg\\040data ro,relatime master:30 - xfs /dev/vdb rw,attr2,inode64,noquota
+342 312 11:0 / /mnt/iso ro,relatime master:31 - iso9660 /dev/vdc ro
+343 312 254:48 / /mnt/backup ro,relatime master:32 - ext4 /dev/vdd ro
+344 312 0:40 / /usr ro,relatime master:33 - 9p usr ro,cache=loose,access=client,trans=virtio
+"""
+
+
+def test_under_protect_system_it_goes_by_the_filesystem_not_the_mount():
+    # The mounts in the service's namespace are all read-only; writes to the filesystems still
+    # come through the system's mounts, and a filesystem mark sees them.
+    assert disk_mounts(MOUNTINFO) == ["/", "/srv/pg data"]
+
+
 def test_closed_before_counts_only_files_older_than_the_time():
     written = WrittenOnce(
         (WrittenFile(10.0, 64 * MIB), WrittenFile(15.0, 8 * MIB), WrittenFile(30.0, MIB)), ("/",)

@@ -107,22 +107,40 @@ class DropResult:
 
 
 def _unescape(field: str) -> str:
-    r"""/proc/self/mounts writes space, tab, newline and backslash as \040, \011, \012, \134."""
+    r"""/proc/self/mounts and mountinfo write space, tab, newline and backslash as \040, \011,
+    \012, \134."""
     for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
         field = field.replace(code, char)
     return field
 
 
 def disk_mounts(mounts_text: str) -> list[str]:
-    """Mount points of writable disk filesystems in /proc/self/mounts text, in order."""
+    """Mount points of writable disk filesystems, in order, from /proc/self/mountinfo text (or
+    /proc/self/mounts text, without one).
+
+    Writable is the filesystem's (mountinfo's super options, after the "-"), not the mount's:
+    under systemd's ProtectSystem=strict, as in the agent's unit, every mount in the service's
+    namespace is read-only while the filesystem beneath takes writes through the system's own
+    mounts, and a FAN_MARK_FILESYSTEM mark sees those (seen under systemd 252: with the
+    mount's flag, drop-behind found nothing to watch)."""
     points = []
     for line in mounts_text.splitlines():
-        fields = line.split()
-        if len(fields) < 4 or fields[2] not in DISK_FILESYSTEMS:
+        before, separator, after = line.partition(" - ")
+        if (
+            separator
+        ):  # mountinfo: ID PARENT MAJ:MIN ROOT POINT OPTIONS [TAGS...] - TYPE SOURCE SUPER
+            fields, tail = before.split(), after.split()
+            if len(fields) < 5 or len(tail) < 3:
+                continue
+            point, kind, options = fields[4], tail[0], tail[2]
+        else:  # mounts: SOURCE POINT TYPE OPTIONS ...
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            point, kind, options = fields[1], fields[2], fields[3]
+        if kind not in DISK_FILESYSTEMS or "ro" in options.split(","):
             continue
-        if "ro" in fields[3].split(","):
-            continue
-        points.append(_unescape(fields[1]))
+        points.append(_unescape(point))
     return points
 
 
@@ -203,7 +221,10 @@ class DropBehind:
 
     def _watch_disks(self) -> tuple[str, ...]:
         try:
-            mounts = (self._root / "proc/self/mounts").read_text(errors="replace")
+            info = self._root / "proc/self/mountinfo"
+            mounts = (info if info.exists() else self._root / "proc/self/mounts").read_text(
+                errors="replace"
+            )
         except OSError as err:
             raise VmreclaimError(
                 f"cannot read the mounts: {err.strerror}", hint="mount /proc"
