@@ -36,6 +36,7 @@ from xml.sax.saxutils import quoteattr
 import pytest
 
 import vmreclaim
+from vmreclaim.host.launch import launch_options
 from vmreclaim.lab.channel import CommandChannel
 from vmreclaim.lab.qemu_command import COMMAND_PORT, MachineConfig, kernel_command_line
 from vmreclaim.qemu.footprint import ProcessFootprint, parse_status_rss
@@ -126,9 +127,18 @@ def libvirtd(tmp_path_factory) -> Iterator[str]:
         log.close()
 
 
+def agent_channel(directory: Path) -> str:
+    """The guest agent's <channel> exactly as `host launch-options --hypervisor libvirt` prints
+    it, its socket moved from /run/vms to `directory` and named after the domain (host run
+    pairs a libvirt domain with the agent socket of the same stem)."""
+    channel = launch_options("libvirt", name=DOMAIN).channel
+    assert f"/run/vms/{DOMAIN}.agent" in channel, channel
+    return channel.replace(f"/run/vms/{DOMAIN}.agent", str(directory / f"{DOMAIN}.agent"))
+
+
 def domain_xml(image: Any, command_socket: Path, console: Path) -> str:
     """The lab's guest as a libvirt domain: same kernel, initramfs, command line and devices as
-    lab/qemu_command.py, under TCG (type='qemu')."""
+    lab/qemu_command.py, under TCG (type='qemu'), and the guest agent's channel."""
     package_dir = Path(vmreclaim.__file__).resolve().parent
     cmdline = kernel_command_line(MachineConfig())
 
@@ -159,6 +169,7 @@ def domain_xml(image: Any, command_socket: Path, console: Path) -> str:
       <source mode='connect' path={quoteattr(str(command_socket))}/>
       <target type='virtio' name='{COMMAND_PORT}'/>
     </channel>
+    {agent_channel(command_socket.parent)}
     {share("/usr", "usr")}
     {share(package_dir, "vmreclaim")}
     <memballoon model='virtio' freePageReporting='on'/>
@@ -192,6 +203,11 @@ class LibvirtGuest:
         traceback: TracebackType | None,
     ) -> None:
         self._destroy()
+
+    @property
+    def agent_socket(self) -> Path:
+        """The host end of the agent's channel, which libvirt's QEMU listens on."""
+        return self._directory / f"{DOMAIN}.agent"
 
     def _start(self) -> None:
         command_socket = self._directory / "command.sock"
@@ -278,6 +294,30 @@ def test_top_once_json_sees_the_domain(guest: LibvirtGuest) -> None:
     assert entry["rss_bytes"] == pytest.approx(vmrss, rel=0.05)
     assert 0 < entry["guest"]["available_bytes"] <= GUEST_RAM
     assert entry["guest"]["used_bytes"] is not None
+
+
+def test_the_agent_reports_through_the_printed_channel(guest: LibvirtGuest) -> None:
+    # The <channel> from `host launch-options`, in a domain real libvirtd started: the agent
+    # finds the port, and `top` pairs its reports with the domain by the socket's stem.
+    guest.check(
+        "python3 -m vmreclaim guest run --interval 1 >/tmp/agent.log 2>&1 & echo $! >/tmp/agent.pid"
+    )
+    argv = [sys.executable, "-m", "vmreclaim", "top", "--once", "--json", "--wait", "15"]
+    argv += ["--no-daemon", "--libvirt", guest.uri, "--agent", str(guest.agent_socket)]
+    report: dict[str, Any] | None = None
+    try:
+        deadline = time.monotonic() + 120
+        while report is None and time.monotonic() < deadline:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            entry = {e["name"]: e for e in json.loads(done.stdout)["vms"]}[DOMAIN]
+            report = (entry["agent"] or {}).get("report")
+            time.sleep(1)
+    finally:
+        agent_log = guest.check("kill $(cat /tmp/agent.pid); cat /tmp/agent.log")
+    assert report is not None, agent_log
+    assert report["policy"] == "adaptive"
+    assert "host channel: a report after every tick on /dev/vport" in agent_log, agent_log
 
 
 def test_freed_guest_memory_leaves_the_domains_qemu(guest: LibvirtGuest) -> None:
