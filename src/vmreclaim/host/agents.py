@@ -358,7 +358,10 @@ class VsockLink(AgentLink):
                 continue
             log.info("agent channel %s: listening for the guest of %s", self.path, self.uds_path)
             try:
-                await server.serve_forever()
+                # Serving since start_unix_server; not serve_forever(), which on cancellation
+                # waits for every open connection to close (Server.wait_closed(), Python
+                # 3.12.1+) while the one reading the guest is only cancelled below: a hang.
+                await asyncio.get_running_loop().create_future()
             finally:
                 server.close()
                 reading, self._reading = self._reading, None
