@@ -65,6 +65,21 @@ def test_the_message_names_the_subcommand(absent_host_module, capsys, tmp_path):
     assert "vmreclaim host run: needs the host extra" in capsys.readouterr().err
 
 
+def test_a_plotting_command_names_the_bench_extra(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(extras.BENCH_MODULES, "vmreclaim_test_absent_plots", "absent")
+    assert main(["demo", "--out", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert "vmreclaim demo: needs the bench extra, and vmreclaim_test_absent_plots is not" in err
+    assert "hint: pip install 'vmreclaim[bench]'" in err
+    assert not list(tmp_path.iterdir())  # stopped before doing anything
+
+
+def test_host_commands_do_without_the_bench_extra(monkeypatch):
+    monkeypatch.setitem(extras.BENCH_MODULES, "vmreclaim_test_absent_plots", "absent")
+    extras.require_extra("host run")  # no error: the daemon draws nothing
+    extras.require_extra("top")
+
+
 def test_guest_commands_need_no_extra(absent_host_module, capsys):
     assert main(["guest", "status", "--json"]) == 0
     assert "host extra" not in capsys.readouterr().err
@@ -77,7 +92,7 @@ def test_a_dotted_module_whose_package_is_missing_counts_as_missing():
 
 
 def test_every_third_party_import_in_src_belongs_to_an_extra():
-    known = set(extras.HOST_MODULES) | {"tomli"} | LIBVIRT_MODULES
+    known = set(extras.HOST_MODULES) | set(extras.BENCH_MODULES) | {"tomli"} | LIBVIRT_MODULES
     imports = third_party_imports()
     strays = {module: files for module, files in imports.items() if not covered(module, known)}
     assert not strays, f"add these to an extra and to vmreclaim.extras: {strays}"
@@ -87,9 +102,13 @@ def test_the_host_extra_lists_the_distributions_the_check_names():
     pyproject = tomllib.loads((PROJECT / "pyproject.toml").read_text())
     project = pyproject["project"]
     assert project["dependencies"] == []  # the guest install: nothing third-party
-    host = {
-        requirement.split(";")[0].split(">")[0].split("=")[0].strip()
-        for requirement in project["optional-dependencies"]["host"]
-    }
+    host, bench = (
+        {
+            requirement.split(";")[0].split(">")[0].split("=")[0].strip()
+            for requirement in project["optional-dependencies"][extra]
+        }
+        for extra in ("host", "bench")
+    )
     assert host == set(extras.HOST_MODULES.values()) | {"tomli"}
-    assert "vmreclaim[host]" in project["optional-dependencies"]["dev"]
+    assert bench == set(extras.BENCH_MODULES.values()) | {"vmreclaim[host]"}
+    assert "vmreclaim[bench]" in project["optional-dependencies"]["dev"]
