@@ -2,7 +2,9 @@
 guest agent: checked by systemd's and cloud-init's own tools where this machine has them.
 
 These machines run without systemd as PID 1: `systemd-analyze verify` and `security --offline`
-read unit files anyway, which is all these tests ask of them. Nothing here starts a unit.
+read unit files anyway, which is all these tests ask of them. Nothing here starts a unit: that
+is tests/vm/test_systemd_units.py and test_systemd_installs.py, on lab guests whose PID 1 is
+systemd.
 """
 
 from __future__ import annotations

@@ -7,18 +7,12 @@ watch the scratch disk for drop-behind, and stop cleanly on `systemctl stop`."""
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from vmreclaim.agent_protocol import (
-    AgentReport,
-    ReleaseAnswer,
-    ReleaseRequest,
-    encode_request,
-    parse_guest_message,
-)
+from tests.vm.agent_port import agent_messages
+from vmreclaim.agent_protocol import AgentReport, ReleaseAnswer, ReleaseRequest, encode_request
 from vmreclaim.lab import MachineConfig, VirtualMachine
 
 MIB = 1 << 20
@@ -38,25 +32,6 @@ def vm(guest_image) -> Iterator[VirtualMachine]:
         yield machine
 
 
-def _messages(host: socket.socket, seconds: float) -> Iterator[AgentReport | ReleaseAnswer]:
-    """The agent's messages on the host's end of its port, for at most `seconds`."""
-    deadline = time.monotonic() + seconds
-    pending = b""
-    while time.monotonic() < deadline:
-        host.settimeout(max(0.1, deadline - time.monotonic()))
-        try:
-            data = host.recv(4096)
-        except TimeoutError:
-            return
-        if not data:
-            return
-        pending += data
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
-            if line.strip():
-                yield parse_guest_message(line)
-
-
 def test_the_guest_runs_systemd_as_pid_1(vm: VirtualMachine) -> None:
     assert vm.check("cat /proc/1/comm").text.strip() == "systemd"
     state = vm.run("systemctl is-system-running --wait", timeout=300).text.strip()
@@ -70,13 +45,14 @@ def test_the_agents_unit_starts_reports_answers_reclaims_and_stops(vm: VirtualMa
     with socket.socket(socket.AF_UNIX) as host:
         host.connect(str(vm.agent_socket))
         vm.check(INSTALL, timeout=120)
-        report = next((m for m in _messages(host, 90) if isinstance(m, AgentReport)), None)
+        report = next((m for m in agent_messages(host, 90) if isinstance(m, AgentReport)), None)
         journal = vm.run(f"journalctl -u {UNIT} --no-pager").text
         assert report is not None, journal
         assert report.policy == "adaptive"
         host.sendall(encode_request(ReleaseRequest(7, 64 * MIB, 20.0)))
         answer = next(
-            (m for m in _messages(host, 60) if isinstance(m, ReleaseAnswer) and m.id == 7), None
+            (m for m in agent_messages(host, 60) if isinstance(m, ReleaseAnswer) and m.id == 7),
+            None,
         )
     journal = vm.run(f"journalctl -u {UNIT} --no-pager").text
     assert answer is not None, journal
