@@ -27,19 +27,17 @@ import json
 import logging
 import re
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from vmreclaim.bench.soak_processes import DaemonProcess, host_daemon
+from vmreclaim.bench.standalone import run_standalone, write_results
 from vmreclaim.errors import VmreclaimError
 from vmreclaim.units import format_size
 
@@ -326,10 +324,6 @@ def _failures(runs: Sequence[BurstResult]) -> str:
     return ", ".join(f"{what} x{count}" for what, count in counts.items()) or "-"
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=3)
@@ -343,23 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat is 1 or more")
-    logging.basicConfig(level=logging.INFO, format="bursts: %(message)s")
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     settings = {"off": [False], "on": [True], "both": [False, True]}[args.deflate_on_oom]
-    directory = Path(tempfile.mkdtemp(prefix="vmreclaim-bench-bursts-"))
-    try:
-        results = run_bursts(args.repeat, settings, directory, args.out)
-    except VmreclaimError as err:
-        print(f"bursts: error: {err.message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    results = run_standalone(
+        "bursts", lambda scratch: run_bursts(args.repeat, settings, scratch, args.out)
+    )
     if args.out is not None:
-        (args.out / "results.json").write_text(
-            json.dumps([asdict(r) for r in results], indent=1) + "\n"
-        )
+        write_results(args.out / "results.json", results)
     print(summary(results))
     return 0
 

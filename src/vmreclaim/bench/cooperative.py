@@ -37,20 +37,18 @@ import json
 import logging
 import re
 import shutil
-import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from vmreclaim.bench.soak_processes import DaemonProcess, FakeHostProc, HostLoad, host_daemon
+from vmreclaim.bench.standalone import run_standalone, write_results
 from vmreclaim.errors import VmreclaimError
 from vmreclaim.units import format_size
 
@@ -437,10 +435,6 @@ def plot(results: Sequence[RunResult], path: Path) -> None:
     plt.close(figure)
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each arm (default 3)")
@@ -448,23 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat is 1 or more")
-    logging.basicConfig(level=logging.INFO, format="cooperative: %(message)s")
-    logging.getLogger("qemu").setLevel(logging.WARNING)  # the QMP library's own chatter
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    directory = Path(tempfile.mkdtemp(prefix="vmreclaim-bench-cooperative-"))
-    try:
-        results = run_all(args.repeat, directory, args.out)
-    except VmreclaimError as err:
-        print(f"cooperative: error: {err.message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    results = run_standalone("cooperative", lambda scratch: run_all(args.repeat, scratch, args.out))
     if args.out is not None:
-        (args.out / "results.json").write_text(
-            json.dumps([asdict(r) for r in results], indent=1) + "\n"
-        )
+        write_results(args.out / "results.json", results)
         plot(results, args.out / "cooperative.png")
     print(summary(results))
     return 0

@@ -29,8 +29,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
+from vmreclaim.bench.standalone import run_standalone
 from vmreclaim.errors import VmreclaimError
 from vmreclaim.host.backends.qemu import QemuVm
 from vmreclaim.host.config import STATS_PERIOD_S
@@ -201,10 +201,6 @@ async def measure(
         await fleet.close()
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--vms", type=int, default=50)
@@ -217,17 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"QEMU's guest-stats-polling-interval in s (the host daemon's: {STATS_PERIOD_S})",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="bench: %(message)s")
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
-    try:
+
+    def work(scratch: Path) -> BenchResult:
         ensure_file_limit(args.vms)
         with paused_qemus(args.vms) as sockets:
-            result = asyncio.run(measure(sockets, args.seconds, args.interval, args.stats_interval))
-    except VmreclaimError as err:
-        print(f"bench: error: {err.message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+            return asyncio.run(measure(sockets, args.seconds, args.interval, args.stats_interval))
+
+    result = run_standalone("bench", work, level=logging.WARNING)
     print(
         f"polled {result.vms} VMs {result.polls} times in {result.seconds:.1f} s: "
         f"{result.cpu_seconds:.2f} CPU s = {result.cpu_percent:.2f} % of one CPU, "

@@ -31,21 +31,17 @@ exactly that the daemon has it back under control with the target it computes.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import os
 import random
 import shutil
-import signal
 import socket
 import sys
-import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from vmreclaim.bench.soak_processes import (
@@ -56,6 +52,7 @@ from vmreclaim.bench.soak_processes import (
     host_daemon,
     paused_qemus,
 )
+from vmreclaim.bench.standalone import run_standalone, write_results
 from vmreclaim.errors import HostError, VmreclaimError
 from vmreclaim.host.view import read_view
 
@@ -546,10 +543,6 @@ def summary(result: SoakResult) -> str:
     return "\n".join(lines)
 
 
-def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--vms", type=int, default=10)
@@ -562,8 +555,6 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="keep the daemon's log and result.json in this folder"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="soak: %(message)s")
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
     settings = SoakSettings(
         vms=args.vms,
         seconds=args.minutes * 60,
@@ -572,21 +563,17 @@ def main(argv: list[str] | None = None) -> int:
         mean_gap_s=args.mean_gap,
         seed=args.seed,
     )
-    directory = Path(tempfile.mkdtemp(prefix="vmreclaim-bench-soak-"))
-    try:
-        result = run_soak(settings, directory)
-    except VmreclaimError as err:
-        print(f"soak: error: {err.message}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    finally:
-        if args.out is not None and (directory / "daemon.log").exists():
+
+    def keep_log(scratch: Path) -> None:
+        if args.out is not None and (scratch / "daemon.log").exists():
             args.out.mkdir(parents=True, exist_ok=True)
-            shutil.copy(directory / "daemon.log", args.out / "daemon.log")
-        shutil.rmtree(directory, ignore_errors=True)
+            shutil.copy(scratch / "daemon.log", args.out / "daemon.log")
+
+    result = run_standalone(
+        "soak", lambda scratch: run_soak(settings, scratch), before_cleanup=keep_log
+    )
     if args.out is not None:
-        (args.out / "result.json").write_text(json.dumps(asdict(result), indent=1))
+        write_results(args.out / "result.json", result)
     print(summary(result))
     problems = result.problems()
     for problem in problems:
