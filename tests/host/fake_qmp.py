@@ -31,6 +31,7 @@ class FakeQemu:
         self.commands: list[str] = []
         self.stats_reads = 0
         self.polling_interval: int | None = None
+        self.polling_sets = 0
         self._server: asyncio.base_events.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -109,11 +110,14 @@ class FakeQemu:
         if command == "qom-get" and args["path"] == balloon:
             if args["property"] == "free-page-reporting":
                 return {"return": self.reporting}
+            if args["property"] == "guest-stats-polling-interval":
+                return {"return": self.polling_interval or 0}
             if args["property"] == "guest-stats":
                 self.stats_reads += 1
                 return {"return": {"last-update": self.last_update, "stats": self.stats}}
         if command == "qom-set" and args["path"] == balloon:
             self.polling_interval = args["value"]
+            self.polling_sets += 1
             return {"return": {}}
         if command == "balloon":
             self.actual = args["value"]

@@ -16,6 +16,7 @@ from vmreclaim.host.backends.libvirt import (
     pid_file,
     qemu_pid,
     split_address,
+    stats_period,
 )
 
 DOMAIN = """<domain type='kvm'>
@@ -35,6 +36,15 @@ def test_reporting_is_read_from_the_memballoon_element() -> None:
     assert balloon_reporting(DOMAIN.format(balloon=off)) is False
     assert balloon_reporting(DOMAIN.format(balloon="<memballoon model='none'/>")) is None
     assert balloon_reporting(DOMAIN.format(balloon="")) is None
+
+
+def test_the_statistics_period_is_read_from_the_memballoon_element() -> None:
+    with_stats = "<memballoon model='virtio'><stats period='5'/></memballoon>"
+    assert stats_period(DOMAIN.format(balloon=with_stats)) == 5
+    assert stats_period(DOMAIN.format(balloon="<memballoon model='virtio'/>")) == 0
+    assert stats_period(DOMAIN.format(balloon="")) == 0
+    odd = "<memballoon model='virtio'><stats period='soon'/></memballoon>"
+    assert stats_period(DOMAIN.format(balloon=odd)) == 0
 
 
 def test_enabling_sets_the_attribute_and_keeps_the_rest() -> None:

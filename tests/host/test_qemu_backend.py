@@ -73,6 +73,30 @@ def test_connect_finds_process_balloon_and_reporting(tmp_path: Path, proc: Path)
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize(
+    ("keep", "already", "after"),
+    [
+        (True, 5, (5, 0)),  # top, beside a VM whose statistics are on: left as they are
+        (True, 0, (STATS_PERIOD_S, 1)),  # top, statistics off: on, or it would show nothing
+        (False, 5, (STATS_PERIOD_S, 1)),  # the daemon: its own period, which it steers by
+    ],
+)
+def test_an_onlooker_leaves_a_statistics_period_that_is_set(
+    tmp_path: Path, proc: Path, keep: bool, already: int, after: tuple[int, int]
+) -> None:
+    async def scenario() -> None:
+        async with FakeQemu(socket_path(tmp_path)) as fake:
+            fake.polling_interval = already
+            vm = QemuVm(socket_path(tmp_path), proc=proc, keep_stats_period=keep)
+            await vm.connect()
+            sample = await vm.sample()
+            await vm.close()
+            assert (fake.polling_interval, fake.polling_sets) == after
+            assert sample.guest is not None
+
+    asyncio.run(scenario())
+
+
 def test_a_balloon_target_is_sent_and_actual_follows_events(tmp_path: Path, proc: Path) -> None:
     async def scenario() -> int | None:
         async with FakeQemu(socket_path(tmp_path)) as fake:

@@ -271,7 +271,10 @@ def _top(args: argparse.Namespace) -> int:
     logging.getLogger("vmreclaim.host.agents").setLevel(logging.ERROR)
     # Nothing named: every VM on the host that can be watched.
     discovery = None if sources else Discovery(proc, timeout=timeout)
-    vm_sources = VmSources(sources, proc, timeout=timeout, discovery=discovery)
+    # An onlooker: a VM whose statistics are on keeps its period (the daemon's, libvirt's).
+    vm_sources = VmSources(
+        sources, proc, timeout=timeout, discovery=discovery, keep_stats_period=True
+    )
     fleet = Fleet(
         sources.qmp,
         vm_sources.backend,

@@ -122,8 +122,12 @@ class VmSources:
         *,
         timeout: float = DEFAULT_TIMEOUT,
         discovery: Discovery | None = None,
+        keep_stats_period: bool = False,
     ) -> None:
         self.sources = sources
+        self.keep_stats_period = keep_stats_period
+        """Leave each VM's guest statistics period as it is where it is set (`top`, an
+        onlooker); the daemon sets its own."""
         self.discovery = discovery
         """Finds the VMs when `sources` names none."""
         self.not_watched: tuple[Found, ...] = ()
@@ -209,11 +213,21 @@ class VmSources:
                 error = self._libvirt_failures.get(uri) or HostError(f"{uri}: not listed yet")
                 return _Failed(address, error)
             return LibvirtDomainVm(
-                self._libvirt_hub(), uri, name, proc=self._proc, timeout=self.timeout
+                self._libvirt_hub(),
+                uri,
+                name,
+                proc=self._proc,
+                timeout=self.timeout,
+                keep_stats_period=self.keep_stats_period,
             )
         from vmreclaim.host.backends.qemu import QemuVm
 
-        return QemuVm(address, proc=self._proc, timeout=self.timeout)
+        return QemuVm(
+            address,
+            proc=self._proc,
+            timeout=self.timeout,
+            keep_stats_period=self.keep_stats_period,
+        )
 
     def close(self) -> None:
         if self._hub is not None:

@@ -122,6 +122,16 @@ def _translate(err: Exception, what: str) -> HostError:
 # -- the domain XML (pure) -------------------------------------------------------------------
 
 
+def stats_period(domain_xml: str) -> int:
+    """The balloon's statistics period in seconds (`<memballoon><stats period='N'/>`), 0 when
+    statistics are off or the domain has no balloon."""
+    period = ET.fromstring(domain_xml).find("./devices/memballoon/stats")
+    try:
+        return max(0, int(period.get("period", "0"))) if period is not None else 0
+    except ValueError:
+        return 0
+
+
 def balloon_reporting(domain_xml: str) -> bool | None:
     """Whether the domain's balloon accepts free page reports: None when it has no virtio
     balloon (`<memballoon model='none'>` or none at all)."""
@@ -316,6 +326,7 @@ class LibvirtDomainVm(Backend):
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
         stats_period: int = STATS_PERIOD_S,
+        keep_stats_period: bool = False,
         exact_footprint_every: float = EXACT_FOOTPRINT_EVERY,
     ) -> None:
         super().__init__(
@@ -328,6 +339,9 @@ class LibvirtDomainVm(Backend):
         self._hub = hub
         self.uri = uri
         self._stats_period = stats_period
+        self._keep_stats_period = keep_stats_period
+        """Leave a period the domain already has (`<stats period>`; an onlooker such as
+        `top`), setting `stats_period` only where statistics are off; else (the daemon) set it."""
         self._domain: libvirt.virDomain | None = None
 
     @property
@@ -345,16 +359,18 @@ class LibvirtDomainVm(Backend):
             if not domain.isActive():
                 raise VmUnreachableError(f"{what} is not running")
             self._ram_bytes = int(domain.maxMemory()) * KIB
-            self._reporting = balloon_reporting(domain.XMLDesc(0))
+            xml = domain.XMLDesc(0)
+            self._reporting = balloon_reporting(xml)
         except libvirt.libvirtError as err:
             raise _translate(err, what) from err
         self._has_balloon = self._reporting is not None
-        if self._has_balloon:
+        kept = self._keep_stats_period and stats_period(xml) > 0
+        if self._has_balloon and not kept:
             try:
                 domain.setMemoryStatsPeriod(self._stats_period, libvirt.VIR_DOMAIN_AFFECT_LIVE)
             except libvirt.libvirtError as err:
                 log.warning("%s: guest statistics stay off: %s", what, err.get_error_message())
-        else:
+        elif not self._has_balloon:
             log.warning("%s: no virtio memballoon; only the footprint is watched", what)
         self._domain = domain
         self.pid = qemu_pid(self.uri, self._name, self._proc)

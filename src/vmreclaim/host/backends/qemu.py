@@ -115,6 +115,7 @@ class QemuVm(Backend):
         proc: Path = Path("/proc"),
         timeout: float = DEFAULT_TIMEOUT,
         stats_interval: int = STATS_PERIOD_S,
+        keep_stats_period: bool = False,
         exact_footprint_every: float = EXACT_FOOTPRINT_EVERY,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -129,6 +130,9 @@ class QemuVm(Backend):
         self.pid = pid
         self._stats_interval = stats_interval
         """Seconds between the guest's reports (QEMU's guest-stats-polling-interval)."""
+        self._keep_stats_period = keep_stats_period
+        """Leave a period the VM already has (an onlooker such as `top`), setting
+        `stats_interval` only where statistics are off; else (the daemon) set it."""
         self._clock = clock
         self._wall_clock = wall_clock
         self._client: QMPClient | None = None
@@ -214,6 +218,12 @@ class QemuVm(Backend):
         with contextlib.suppress(QmpCommandError):
             reporting = await self._qom_get("free-page-reporting")
             self._reporting = reporting if isinstance(reporting, bool) else None
+        if self._keep_stats_period:
+            with contextlib.suppress(QmpCommandError):
+                period = await self._qom_get("guest-stats-polling-interval")
+                if isinstance(period, int) and period > 0:
+                    self._stats_interval = period
+                    return
         await self._execute(
             "qom-set",
             {
