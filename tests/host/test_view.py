@@ -6,16 +6,18 @@ from __future__ import annotations
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from vmreclaim.errors import HostError
+from vmreclaim.host import top_view
 from vmreclaim.host.fleet import FleetPoll, VmFailure
 from vmreclaim.host.history import track
 from vmreclaim.host.records import BalloonState, GuestStats, HostMemory, VmSample
 from vmreclaim.host.sources import SourceList
 from vmreclaim.host.top import snapshot_json, view_from_json
-from vmreclaim.host.top_view import restricted
+from vmreclaim.host.top_view import restricted, settled_view
 from vmreclaim.host.view import NoDaemon, read_view
 from vmreclaim.qemu.footprint import Footprint
 
@@ -47,6 +49,35 @@ def test_the_published_view_reads_back_as_the_records_it_came_from() -> None:
     assert published.poll.unreachable == (VmFailure("/run/vms/web.qmp", "no answer", True),)
     assert published.host is not None
     assert published.host.available_bytes == 2 << 30
+
+
+def test_a_vm_still_connecting_reads_back_as_connecting() -> None:
+    entry: dict[str, object] = {"address": "/run/vms/new.qmp", "error": "connecting"}
+    document = {**view(), "unreachable": [{**entry, "hung": False, "connecting": True}]}
+    (failure,) = view_from_json(document).poll.unreachable
+    assert failure.connecting
+    # A view from a daemon before the field: not connecting.
+    older = {**document, "unreachable": [{**entry, "hung": False}]}
+    assert not view_from_json(older).poll.unreachable[0].connecting
+
+
+def test_top_once_waits_for_a_new_daemons_first_connections(monkeypatch) -> None:
+    connecting = {"address": "/run/vms/db.qmp", "error": "connecting", "hung": False}
+    first: dict[str, Any] = {"vms": [], "unreachable": [{**connecting, "connecting": True}]}
+    later: list[dict[str, Any]] = [first, first, {"vms": [{"name": "db"}], "unreachable": []}]
+    reads: list[int] = []
+
+    def read(socket: Path, timeout: float) -> dict[str, Any]:
+        reads.append(1)
+        return later[len(reads)]
+
+    monkeypatch.setattr(top_view, "read_view", read)
+    settled = settled_view(Path("/run/host.sock"), first, wait=5.0, timeout=1.0)
+    assert settled == later[2]
+    assert len(reads) == 2
+    # A VM that never connects: the view as it is once `wait` is over.
+    monkeypatch.setattr(top_view, "read_view", lambda socket, timeout: first)
+    assert settled_view(Path("/run/host.sock"), first, wait=0.5, timeout=1.0) == first
 
 
 def test_top_shows_only_the_vms_it_names_and_says_which_the_daemon_does_not_watch() -> None:

@@ -134,7 +134,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=float,
         default=3.0,
         metavar="SECONDS",
-        help="with --once: how long to wait for the guests' first statistics (default 3)",
+        help="with --once: how long to wait for the guests' first statistics, or beside a "
+        "daemon that has just started for its first connections (default 3)",
     )
     top.set_defaults(handler=_top)
 
@@ -316,6 +317,7 @@ def _top_beside_daemon(
     if view is None:
         return None
     if args.once:
+        view = top_view.settled_view(socket, view, wait=args.wait, timeout=bound)
         some_failed = top_view.print_once(
             top_view.restricted(view, sources, socket), as_json=args.json
         )

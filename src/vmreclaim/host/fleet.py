@@ -64,6 +64,8 @@ class VmFailure:
     error: str
     hung: bool = False
     """It did not answer within its time bound (as opposed to refusing or being gone)."""
+    connecting: bool = False
+    """Its first connection is still being made: it has not failed, it has not answered yet."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class Fleet:
                 slot.address,
                 slot.error or "connecting",
                 isinstance(slot.exception, VmHungError),
+                connecting=slot.error is None,
             )
             for slot in self._slots.values()
             if slot.backend is None

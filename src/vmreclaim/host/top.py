@@ -127,7 +127,12 @@ def snapshot_json(
         },
         "vms": [vm_json(vm, max_stats_age_s) for vm in poll.vms],
         "unreachable": [
-            {"address": failure.address, "error": failure.error, "hung": failure.hung}
+            {
+                "address": failure.address,
+                "error": failure.error,
+                "hung": failure.hung,
+                "connecting": failure.connecting,
+            }
             for failure in poll.unreachable
         ],
     }
@@ -160,7 +165,12 @@ def view_from_json(view: Mapping[str, Any]) -> PublishedView:
             poll=FleetPoll(
                 tuple(_observation(entry, float(view["time"])) for entry in view["vms"]),
                 tuple(
-                    VmFailure(entry["address"], entry["error"], bool(entry["hung"]))
+                    VmFailure(
+                        entry["address"],
+                        entry["error"],
+                        bool(entry["hung"]),
+                        connecting=bool(entry.get("connecting", False)),  # since 2026-12
+                    )
                     for entry in view["unreachable"]
                 ),
             ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,20 @@ def daemon_view(socket: Path, *, named: bool, timeout: float) -> dict[str, Any] 
             raise
         print(f"vmreclaim: {err.message}; asking the VMs directly", file=sys.stderr)
         return None
+
+
+def settled_view(
+    socket: Path, view: dict[str, Any], *, wait: float, timeout: float
+) -> dict[str, Any]:
+    """The daemon's view once no VM in it is still making its first connection (a daemon
+    that has just started), read again for at most `wait` seconds; then as it is."""
+    deadline = time.monotonic() + wait
+    while any(vm.get("connecting") for vm in view["unreachable"]):
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+        view = read_view(socket, timeout)
+    return view
 
 
 def restricted(view: Mapping[str, Any], sources: SourceList, socket: Path) -> dict[str, Any]:
