@@ -213,7 +213,7 @@ def test_without_a_host_a_port_write_would_block_and_the_agent_drops_its_reports
         blocking = PROBE.replace(" | os.O_NONBLOCK", "")
         vm.check(f"cat >/tmp/blocking.py <<'EOF'\n{blocking}\nEOF")
         # Opened, then killed by timeout while its write still waits for a host.
-        waited = vm.run("timeout 30 python3 /tmp/blocking.py", timeout=60)
+        waited = vm.run("timeout 12 python3 /tmp/blocking.py", timeout=60)
         assert (waited.exit_code != 0, waited.text.split()) == (True, ["opened"])
         start_agent(vm)
         vm.check(
