@@ -43,6 +43,21 @@ def test_enable_reporting_says_it_applies_on_the_next_start(capsys) -> None:
     assert "applies from its next start" in out
 
 
+def test_enable_reporting_adds_autodeflate_and_the_agents_channel(capsys) -> None:
+    command = ["host", "libvirt", "enable-reporting", "test", "--uri", TEST_URI]
+    assert main([*command, "--agent-channel", "/run/vms/test.agent"]) == 0
+    out = capsys.readouterr().out
+    assert "set autodeflate='on'" in out
+    assert "added the guest agent's channel org.vmreclaim.agent.0 at /run/vms/test.agent" in out
+
+
+def test_enable_reporting_wants_an_absolute_channel_path(capsys) -> None:
+    command = ["host", "libvirt", "enable-reporting", "test", "--uri", TEST_URI]
+    assert main([*command, "--agent-channel", "test.agent"]) == 2
+    err = capsys.readouterr().err
+    assert "--agent-channel test.agent: libvirt needs an absolute path" in err
+
+
 def test_enable_reporting_names_a_missing_domain(capsys) -> None:
     assert main(["host", "libvirt", "enable-reporting", "nope", "--uri", TEST_URI]) == 2
     assert "no domain 'nope'" in capsys.readouterr().err

@@ -49,7 +49,8 @@ def test_the_statistics_period_is_read_from_the_memballoon_element() -> None:
 
 def test_enabling_sets_the_attribute_and_keeps_the_rest() -> None:
     edit = enable_reporting_xml(
-        DOMAIN.format(balloon="<memballoon model='virtio'><stats period='5'/></memballoon>")
+        DOMAIN.format(balloon="<memballoon model='virtio'><stats period='5'/></memballoon>"),
+        deflate_on_oom=False,
     )
     assert edit.changed
     assert edit.notes == ()
@@ -61,7 +62,7 @@ def test_enabling_sets_the_attribute_and_keeps_the_rest() -> None:
 
 
 def test_enabling_adds_a_balloon_or_replaces_model_none() -> None:
-    added = enable_reporting_xml(DOMAIN.format(balloon=""))
+    added = enable_reporting_xml(DOMAIN.format(balloon=""), deflate_on_oom=False)
     assert added.notes == ("added a virtio memballoon device",)
     assert balloon_reporting(added.xml) is True
     replaced = enable_reporting_xml(DOMAIN.format(balloon="<memballoon model='none'/>"))
@@ -71,7 +72,42 @@ def test_enabling_adds_a_balloon_or_replaces_model_none() -> None:
 
 def test_enabling_twice_changes_nothing() -> None:
     xml = DOMAIN.format(balloon="<memballoon model='virtio' freePageReporting='on'/>")
-    assert enable_reporting_xml(xml).changed is False
+    assert enable_reporting_xml(xml, deflate_on_oom=False).changed is False
+    once = enable_reporting_xml(xml, agent_channel="/run/vms/db.agent")
+    assert once.changed
+    assert enable_reporting_xml(once.xml, agent_channel="/run/vms/db.agent").changed is False
+
+
+def element(root: ET.Element, path: str) -> ET.Element:
+    found = root.find(path)
+    assert found is not None, path
+    return found
+
+
+def test_enabling_sets_autodeflate_as_launch_options_prints_it() -> None:
+    xml = DOMAIN.format(balloon="<memballoon model='virtio' freePageReporting='on'/>")
+    edit = enable_reporting_xml(xml)
+    assert edit.changed
+    assert "autodeflate='on'" in edit.notes[0]
+    balloon = ET.fromstring(edit.xml).find("./devices/memballoon")
+    assert balloon is not None
+    assert balloon.get("autodeflate") == "on"
+    # --no-deflate-on-oom leaves an operator's autodeflate='off' as it is
+    off = DOMAIN.format(balloon="<memballoon model='virtio' autodeflate='off'/>")
+    kept = ET.fromstring(enable_reporting_xml(off, deflate_on_oom=False).xml)
+    assert element(kept, "./devices/memballoon").get("autodeflate") == "off"
+
+
+def test_enabling_adds_the_agents_channel_once() -> None:
+    edit = enable_reporting_xml(DOMAIN.format(balloon=""), agent_channel="/run/vms/db.agent")
+    (channel,) = ET.fromstring(edit.xml).findall("./devices/channel")
+    assert channel.get("type") == "unix"
+    assert element(channel, "source").attrib == {"mode": "bind", "path": "/run/vms/db.agent"}
+    assert element(channel, "target").attrib == {"type": "virtio", "name": "org.vmreclaim.agent.0"}
+    assert "added the guest agent's channel" in edit.notes[-1]
+    # A channel already there, wherever its host end, is left alone.
+    again = enable_reporting_xml(edit.xml, agent_channel="/elsewhere.agent")
+    assert len(ET.fromstring(again.xml).findall("./devices/channel")) == 1
 
 
 def test_memory_statistics_are_converted_from_kib() -> None:

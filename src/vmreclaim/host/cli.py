@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from vmreclaim.agent_protocol import PORT_NAME
 from vmreclaim.errors import HostError, UsageError, VmreclaimError
 from vmreclaim.host.config import STATS_PERIOD_S
 from vmreclaim.host.launch import DEFLATE_ON_OOM
@@ -206,12 +207,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     enable = libvirt_commands.add_parser(
         "enable-reporting",
         help="turn free page reporting on in a domain's persistent XML (next start)",
-        description="Set freePageReporting='on' on the domain's virtio memballoon (adding one "
-        "if needed) in its persistent definition. A running domain keeps its device: the "
+        description="Set freePageReporting='on' and autodeflate='on' on the domain's virtio "
+        "memballoon (adding one if needed) in its persistent definition, and with "
+        "--agent-channel the guest agent's channel. A running domain keeps its devices: the "
         "change applies from the next start.",
     )
     enable.add_argument("domain", metavar="DOMAIN")
     enable.add_argument("--uri", default="qemu:///system", help="default qemu:///system")
+    enable.add_argument(
+        "--no-deflate-on-oom",
+        dest="deflate_on_oom",
+        action="store_false",
+        help="leave autodeflate as it is (by default it is set on, as launch-options prints)",
+    )
+    enable.add_argument(
+        "--agent-channel",
+        metavar="PATH",
+        help="also add the guest agent's channel (virtio-serial port "
+        f"{PORT_NAME}) with its host end a unix socket at PATH, e.g. /run/vms/DOMAIN.agent, "
+        "where host.toml's agent = [...] finds it",
+    )
     enable.set_defaults(handler=_libvirt_enable_reporting)
 
 
@@ -439,7 +454,17 @@ def _launch_options(args: argparse.Namespace) -> int:
 def _libvirt_enable_reporting(args: argparse.Namespace) -> int:
     from vmreclaim.host.backends.libvirt import enable_reporting
 
-    change = enable_reporting(args.uri, args.domain)
+    if args.agent_channel is not None and not Path(args.agent_channel).is_absolute():
+        raise UsageError(
+            f"--agent-channel {args.agent_channel}: libvirt needs an absolute path",
+            hint=f"e.g. --agent-channel /run/vms/{args.domain}.agent",
+        )
+    change = enable_reporting(
+        args.uri,
+        args.domain,
+        deflate_on_oom=args.deflate_on_oom,
+        agent_channel=args.agent_channel,
+    )
     for note in change.notes:
         print(f"{change.domain}: {note}")
     if not change.changed:

@@ -125,7 +125,8 @@ def launch_options(
         note = (
             "Put this element in the domain's <devices> (libvirt 6.9.0 or newer), replacing any "
             "other <memballoon>; for a defined domain `vmreclaim host libvirt enable-reporting "
-            f"{name}` does it. It applies from the domain's next start. Watch with "
+            f"{name} --agent-channel {agent}` puts both in its persistent XML. It applies from "
+            "the domain's next start. Watch with "
             "`vmreclaim top --libvirt qemu:///system`. Put the <channel> element in <devices> "
             f"too (libvirt adds the virtio-serial controller itself). {channel_note}"
         )

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from vmreclaim.agent_protocol import PORT_NAME
 from vmreclaim.errors import (
     HostError,
     MissingDependencyError,
@@ -149,9 +150,13 @@ class ReportingEdit:
     """What was changed besides the attribute (a balloon added, a model changed)."""
 
 
-def enable_reporting_xml(domain_xml: str) -> ReportingEdit:
+def enable_reporting_xml(
+    domain_xml: str, *, deflate_on_oom: bool = True, agent_channel: str | None = None
+) -> ReportingEdit:
     """The domain XML with `freePageReporting='on'` on a virtio memballoon (added when there
-    is none, its model turned to virtio when it is 'none')."""
+    is none, its model turned to virtio when it is 'none'), with `autodeflate='on'` too unless
+    `deflate_on_oom` is False (as `host launch-options`), and with the guest agent's channel
+    at `agent_channel` (a unix socket path) when given and the domain has none."""
     root = ET.fromstring(domain_xml)
     devices = root.find("devices")
     if devices is None:
@@ -164,10 +169,27 @@ def enable_reporting_xml(domain_xml: str) -> ReportingEdit:
     elif balloon.get("model") != "virtio":
         notes.append(f"changed the memballoon model from {balloon.get('model')!r} to 'virtio'")
         balloon.set("model", "virtio")
+    if deflate_on_oom and balloon.get("autodeflate") != "on":
+        balloon.set("autodeflate", "on")
+        notes.append("set autodeflate='on': the guest takes balloon pages back before an OOM kill")
+    if agent_channel is not None and _agent_channel(devices) is None:
+        channel = ET.SubElement(devices, "channel", {"type": "unix"})
+        ET.SubElement(channel, "source", {"mode": "bind", "path": agent_channel})
+        ET.SubElement(channel, "target", {"type": "virtio", "name": PORT_NAME})
+        notes.append(f"added the guest agent's channel {PORT_NAME} at {agent_channel}")
     if balloon.get("freePageReporting") == "on" and not notes:
         return ReportingEdit(domain_xml, changed=False, notes=())
     balloon.set("freePageReporting", "on")
     return ReportingEdit(ET.tostring(root, encoding="unicode"), changed=True, notes=tuple(notes))
+
+
+def _agent_channel(devices: ET.Element) -> ET.Element | None:
+    """The domain's virtio channel named PORT_NAME, if it has one (whatever its host end)."""
+    for channel in devices.findall("channel"):
+        target = channel.find("target")
+        if target is not None and target.get("name") == PORT_NAME:
+            return channel
+    return None
 
 
 def guest_stats(stats: dict[str, int]) -> GuestStats | None:
@@ -424,9 +446,12 @@ class ReportingChange:
     notes: tuple[str, ...]
 
 
-def enable_reporting(uri: str, name: str) -> ReportingChange:
-    """Set `freePageReporting='on'` in a domain's persistent XML and define it again. A running
-    domain keeps its present device: the change applies from its next start."""
+def enable_reporting(
+    uri: str, name: str, *, deflate_on_oom: bool = True, agent_channel: str | None = None
+) -> ReportingChange:
+    """Set `freePageReporting='on'` (and the rest of `enable_reporting_xml`) in a domain's
+    persistent XML and define it again. A running domain keeps its present devices: the change
+    applies from its next start."""
     libvirt = import_libvirt()
     hub = LibvirtHub()
     try:
@@ -444,7 +469,11 @@ def enable_reporting(uri: str, name: str) -> ReportingChange:
                     hint="put <memballoon model='virtio' freePageReporting='on'/> in the XML it "
                     "is created from (`vmreclaim host launch-options --hypervisor libvirt`)",
                 )
-            edit = enable_reporting_xml(domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            edit = enable_reporting_xml(
+                domain.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE),
+                deflate_on_oom=deflate_on_oom,
+                agent_channel=agent_channel,
+            )
             if edit.changed:
                 connection.defineXML(edit.xml)
             running = bool(domain.isActive())
