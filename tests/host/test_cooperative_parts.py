@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 from vmreclaim.bench import cooperative
 from vmreclaim.bench.cooperative import KEEP_AVAILABLE, SHORT, FeedbackHost, RunResult, summary
 from vmreclaim.host.config import load_config
+
+from .daemon_process import wait_until
 
 MIB = 1 << 20
 
@@ -35,27 +35,18 @@ def available(host: FeedbackHost) -> int:
     return int(match.group(1)) * 1024
 
 
-def wait_until(predicate: Any, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_the_host_is_short_until_the_footprints_drop_by_the_shortfall(tmp_path: Path) -> None:
     guests = ShrinkingGuests()
     with FeedbackHost(tmp_path / "proc", guests) as host:  # type: ignore[arg-type]
         assert available(host) > KEEP_AVAILABLE  # calm until told
         host.short()
-        assert wait_until(lambda: available(host) == KEEP_AVAILABLE - SHORT)
+        assert wait_until(lambda: available(host) == KEEP_AVAILABLE - SHORT, 5, interval=0.05)
         # A balloon inflated over memory the host did not back: the footprint did not move.
         assert host.freed_after(1) is None
         guests.total -= SHORT // 2
-        assert wait_until(lambda: available(host) == KEEP_AVAILABLE - SHORT // 2)
+        assert wait_until(lambda: available(host) == KEEP_AVAILABLE - SHORT // 2, 5, interval=0.05)
         guests.total -= SHORT // 2
-        assert wait_until(lambda: host.freed_after(SHORT) is not None)
+        assert wait_until(lambda: host.freed_after(SHORT) is not None, 5, interval=0.05)
     assert available(host) == KEEP_AVAILABLE
     freed_half = host.freed_after(SHORT // 2)
     freed_all = host.freed_after(SHORT)
