@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -30,6 +31,13 @@ def vmreclaim(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[st
         # COLUMNS: rich draws tables for an 80-column terminal when stdout is a pipe.
         env={**os.environ, "PYTHONPATH": SRC, "COLUMNS": "250"},
     )
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], seconds: float, interval: float = 0.2) -> bool:

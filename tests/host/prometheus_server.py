@@ -8,7 +8,6 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -21,16 +20,11 @@ from typing import Any
 
 from vmreclaim.qemu.process import set_parent_death_signal
 
+from .daemon_process import free_port
+
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
 NOT_INSTALLED = "prometheus is not installed (scripts/setup installs Debian's prometheus package)"
-
-
-def free_port() -> int:
-    """A loopback TCP port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

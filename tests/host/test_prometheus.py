@@ -26,13 +26,12 @@ from vmreclaim.host.records import AgentStatus, BalloonState, GuestStats, HostMe
 from vmreclaim.lab.qemu_command import find_qemu
 from vmreclaim.qemu.footprint import Footprint
 
-from .daemon_process import DaemonProcess, host_daemon
+from .daemon_process import DaemonProcess, free_port, host_daemon
 from .prometheus_server import (
     NOT_INSTALLED,
     PROMETHEUS,
     PROMTOOL,
     Prometheus,
-    free_port,
     prometheus,
 )
 

@@ -25,7 +25,7 @@ import pytest
 from vmreclaim.bench.soak_processes import FakeHostProc, HostLoad
 from vmreclaim.lab import MachineConfig, VirtualMachine
 
-from .test_host_daemon import free_port, wait_until
+from ..host.daemon_process import free_port, wait_until
 
 MIB = 1 << 20
 COLD = 300 * MIB

@@ -22,7 +22,7 @@ import pytest
 import vmreclaim
 from vmreclaim.lab import MachineConfig, VirtualMachine
 
-from .test_host_daemon import free_port, wait_until
+from ..host.daemon_process import free_port, wait_until
 
 MIB = 1 << 20
 

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,16 +17,12 @@ import pytest
 
 from vmreclaim.lab import MachineConfig, VirtualMachine
 
+from ..host.daemon_process import free_port, wait_until
+
 MIB = 1 << 20
 BIG_RAM = 1024 * MIB
 SMALL_RAM = 512 * MIB
 BIG_MINIMUM = 640 * MIB
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -56,15 +50,6 @@ class Setup:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def wait_until(check: Callable[[], bool], seconds: float, interval: float = 0.5) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(interval)
-    return check()
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,8 @@ import pytest
 
 from vmreclaim.lab import MachineConfig, VirtualMachine
 
-from ..host.daemon_process import DaemonProcess, host_daemon, vmreclaim, wait_until
+from ..host.daemon_process import DaemonProcess, free_port, host_daemon, vmreclaim, wait_until
 from ..host.silent_socket import silent_socket
-from .test_host_daemon import free_port
 
 MIB = 1 << 20
 RAM = 768 * MIB

@@ -12,7 +12,7 @@ import pytest
 from vmreclaim.lab import MachineConfig, VirtualMachine
 from vmreclaim.lab.measure import guest_ram, watch
 
-from .test_host_daemon import wait_until
+from ..host.daemon_process import wait_until
 
 MIB = 1 << 20
 GIB = 1 << 30
