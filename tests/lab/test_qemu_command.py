@@ -8,7 +8,13 @@ import pytest
 
 from vmreclaim.errors import UsageError
 from vmreclaim.lab import qemu_command
-from vmreclaim.lab.qemu_command import MachineConfig, RunFiles, choose_accelerator, qemu_argv
+from vmreclaim.lab.qemu_command import (
+    MachineConfig,
+    RunFiles,
+    check_fits_host,
+    choose_accelerator,
+    qemu_argv,
+)
 
 
 def _argv(config: MachineConfig) -> list[str]:
@@ -83,6 +89,28 @@ def test_instruction_counting_only_when_asked() -> None:
 def test_impossible_configs_are_refused(config: MachineConfig) -> None:
     with pytest.raises(UsageError):
         config.validate()
+
+
+MEMINFO = """MemTotal:        4025360 kB
+MemFree:         3120512 kB
+MemAvailable:    3530000 kB
+SwapTotal:       1048572 kB
+SwapFree:        1048572 kB
+"""
+
+
+def test_a_guest_larger_than_the_hosts_ram_and_swap_is_refused_before_qemu(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text(MEMINFO)
+    check_fits_host(4 << 30, meminfo)  # 4 GiB < 3.84 GiB of RAM + 1 GiB of swap
+    with pytest.raises(UsageError, match=r"cannot fit this host: it has 4\.8 GiB of RAM and swap"):
+        check_fits_host(5 << 30, meminfo)
+
+
+def test_an_unreadable_meminfo_does_not_stop_the_boot(tmp_path: Path) -> None:
+    check_fits_host(1 << 40, tmp_path / "absent")
+    (tmp_path / "garbled").write_text("MemTotal: many kB\n")
+    check_fits_host(1 << 40, tmp_path / "garbled")
 
 
 def test_auto_probes_once_and_caches_the_verdict(tmp_path: Path, monkeypatch) -> None:

@@ -33,6 +33,7 @@ from vmreclaim.lab.qemu_command import (
     MIB,
     MachineConfig,
     RunFiles,
+    check_fits_host,
     choose_accelerator,
     find_qemu,
     qemu_argv,
@@ -106,6 +107,7 @@ class VirtualMachine:
 
     def start(self) -> None:
         self.config.validate()
+        check_fits_host(self.config.memory)
         qemu = find_qemu()
         image = self._image or build_image()
         self._image = image

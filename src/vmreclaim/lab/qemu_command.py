@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vmreclaim.agent_protocol import PORT_NAME
 from vmreclaim.errors import MissingDependencyError, UsageError
+from vmreclaim.units import format_size
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,27 @@ class MachineConfig:
             if self.cpus != 1:
                 # Seen here: with -smp 2 the guest hangs bringing up its second CPU.
                 raise UsageError("instruction counting needs a single vCPU", hint="use 1 vCPU")
+
+
+def check_fits_host(memory: int, meminfo: Path = Path("/proc/meminfo")) -> None:
+    """Refuse guest RAM the host could never back (more than its RAM and swap): QEMU would
+    only say "cannot set up guest memory 'pc.ram'" after the boot began. Unreadable meminfo
+    says nothing, and the boot goes on."""
+    try:
+        fields = dict(
+            line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line
+        )
+        total = sum(
+            int(fields.get(key, "0 kB").split()[0]) << 10 for key in ("MemTotal", "SwapTotal")
+        )
+    except (OSError, ValueError):
+        return
+    if total and memory > total:
+        raise UsageError(
+            f"a guest of {format_size(memory)} cannot fit this host: it has "
+            f"{format_size(total)} of RAM and swap",
+            hint="give the guest less memory, e.g. --memory 2G",
+        )
 
 
 @dataclass(frozen=True)
