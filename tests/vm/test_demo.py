@@ -23,4 +23,8 @@ def test_quick_demo_shows_memory_leaving_the_guest(guest_image, tmp_path) -> Non
     assert held - freed >= 0.8 * 512
     # The agent keeps 128 MiB of reclaimable cache (WSL2's floor), partly this cache.
     assert cached - dropped >= 0.6 * 384
+    # What the agent did, in its own words: it dropped or reclaimed the cache.
+    said = done.stdout.partition("what the agent said")[2]
+    action = re.compile(r"^   vmreclaim: (reclaim|drop-behind|compact)", re.MULTILINE)
+    assert action.search(said), done.stdout
     assert (tmp_path / "demo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
