@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vmreclaim.agent_protocol import PORT_NAME
 from vmreclaim.errors import MissingDependencyError, UsageError
+from vmreclaim.guest.observe.memory import parse_meminfo
 from vmreclaim.units import format_size
 
 log = logging.getLogger(__name__)
@@ -101,15 +102,13 @@ def check_fits_host(memory: int, meminfo: Path = Path("/proc/meminfo")) -> None:
     only say "cannot set up guest memory 'pc.ram'" after the boot began. Unreadable meminfo
     says nothing, and the boot goes on."""
     try:
-        fields = dict(
-            line.split(":", 1) for line in meminfo.read_text().splitlines() if ":" in line
-        )
-        total = sum(
-            int(fields.get(key, "0 kB").split()[0]) << 10 for key in ("MemTotal", "SwapTotal")
-        )
-    except (OSError, ValueError):
+        host = parse_meminfo(meminfo.read_text(encoding="ascii", errors="replace"))
+    except OSError:
         return
-    if total and memory > total:
+    if host.total_bytes is None:
+        return
+    total = host.total_bytes + (host.swap_total_bytes or 0)
+    if memory > total:
         raise UsageError(
             f"a guest of {format_size(memory)} cannot fit this host: it has "
             f"{format_size(total)} of RAM and swap",
