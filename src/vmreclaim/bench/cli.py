@@ -99,7 +99,7 @@ def _bench(args: argparse.Namespace) -> int:
         "command": "vmreclaim bench " + shlex.join(sys.argv[2:])
         if sys.argv[1:2] == ["bench"]
         else "vmreclaim bench",
-        "machine": f"{platform.machine()}, {_cpus()} CPUs, {format_size(_host_memory())}, "
+        "machine": f"{platform.machine()}, {_cpus()} CPUs, {_host_memory()}, "
         f"host kernel {platform.release()}, guest {format_size(memory)} under "
         f"{results[0].accel if results else '?'}"
         + ("" if args.icount is None else f" with one vCPU, -icount shift={args.icount}"),
@@ -121,9 +121,12 @@ def _cpus() -> int:
     return os.cpu_count() or 0
 
 
-def _host_memory() -> int:
-    with open("/proc/meminfo") as meminfo:
-        return int(meminfo.readline().split()[1]) * 1024
+def _host_memory() -> str:
+    from vmreclaim.host.hostmem import read_host_memory
+    from vmreclaim.units import format_size
+
+    host = read_host_memory()
+    return "? RAM" if host is None else format_size(host.total_bytes)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
