@@ -90,7 +90,10 @@ def run_demo(
 
             recorder.mark("3. agent")
             _say("\n3. The vmreclaim agent starts in the guest (vmreclaim guest run): it reclaims")
-            _say("   the cold cache, the freed pages are reported, and they leave the host:")
+            _say("   the cold cache, the freed pages are reported, and they leave the host.")
+            if vm.accel == "tcg":
+                _say("   (python3 takes about 10 s to start in an emulated guest: the first")
+                _say("   bars stay put until it has.)")
             vm.check("python3 -m vmreclaim guest run --interval 2 >/tmp/agent.log 2>&1 &")
             # The agent takes a few seconds to start (python3 under TCG), reclaims cold cache
             # at once and everything above its 128 MiB cache floor (WSL2's) after 15 s of
