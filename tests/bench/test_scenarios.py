@@ -74,7 +74,7 @@ def test_the_database_is_loaded_before_the_run_and_the_cold_writer_starts_under_
     assert cold.script.startswith(f"touch {COLD_MARK} && ")
     assert f"write-files /mnt/scratch/cold {scenario.cold_bytes}" in cold.script
     assert cold.script.endswith(f"touch {COLD_DONE}")
-    assert cold.seconds == (20.0 if quick else 150.0)
+    assert cold.seconds == (20.0 if quick else 90.0)
     assert cold.guest_clock
     assert scenario.cold_bytes == (48 if quick else 384) * MIB
     # The phase is on the guest's clock, as the window is, and holds it with room to spare.

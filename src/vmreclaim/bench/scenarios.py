@@ -38,7 +38,7 @@ class Phase:
     """Run the script to its end before the phase's clock starts (e.g. writing files)."""
     guest_clock: bool = False
     """`seconds` are the guest's (its /proc/uptime), not the host's. Under --icount the
-    guest's clock runs 0.3 to 0.5 s per host second: a phase of 150 host s gave the agent 51
+    guest's clock runs 0.17 to 0.5 s per host second: a phase of 150 host s gave the agent 51
     s of its own, and every delay in its law (drop-behind's wait, compaction's settling) is
     counted on that clock, as a user's is on real hardware."""
 
@@ -276,8 +276,12 @@ def pgbench(quick: bool, select_only: bool) -> Scenario:
     # did not fit); the report says how long the writer took, or that it did not finish.
     # Quick: 48 MiB take 4 to 5 guest s; 20 guest s leave room for pgbench's 6 s window after
     # the writer's start (a 96 MiB writer did not finish in 8 guest s, 50 s of a loaded host).
+    # Full: issue 11 asks for 80 % of the cold files back "within 150 s"; the phase ends at 90
+    # guest s, a stricter reading that costs less: pgbench alone ran at 0.17 guest s per host
+    # second here, and 150 guest s made a run 18 minutes long. What was back by 90 s was back
+    # within 150 s.
     cold = 48 * MIB if quick else 384 * MIB
-    seconds = 20.0 if quick else 150.0
+    seconds = 20.0 if quick else 90.0
     # The host stops pgbench once the run ends (PGBENCH_STOP), on its clock; `--seconds` is
     # a safety net only, in guest seconds, which an instruction-counting clock makes longer.
     run = (
@@ -299,7 +303,7 @@ def pgbench(quick: bool, select_only: bool) -> Scenario:
                 seconds,
                 f"touch {COLD_MARK} && {W} write-files /mnt/scratch/cold {cold} && "
                 f"touch {COLD_DONE}",
-                # The target's 150 s are the user's, the guest's own; and the quick form lasts
+                # The target's seconds are the user's, the guest's own; and the quick form lasts
                 # as long as a loaded host needs for its writer, and no longer on a quiet one.
                 guest_clock=True,
             ),
