@@ -82,8 +82,8 @@ def test_each_action_logs_what_how_much_measured_and_why(sim, caplog):
         f"cache 950.0 MiB -> {format_size(950 * MIB - step)} in 0.00 s; "
         f"why: busy (5.0 % CPU): 700.0 MiB inactive cache above the 128.0 MiB floor; "
         f"reclaiming {format_size(int(700 * MIB * (1 - math.exp(-0.1))))}",
-        "stopped after 2 tick(s); CPU 0.00 s (observing 0.00 s, deciding 0.00 s, "
-        "reclaim 0.00 s, compaction 0.00 s)",
+        "stopped after 2 tick(s); CPU 0.00 s since the start, 0.00 s of it in ticks "
+        "(observing 0.00 s, deciding 0.00 s, reclaim 0.00 s, compaction 0.00 s)",
     ]
 
 
@@ -91,7 +91,8 @@ def test_no_op_ticks_log_only_at_debug(sim, caplog):
     caplog.set_level(logging.DEBUG)
     make_agent(sim, "off").run(duration_s=10)
     assert info_messages(caplog) == [
-        "stopped after 5 tick(s); CPU 0.00 s (observing 0.00 s, deciding 0.00 s)"
+        "stopped after 5 tick(s); CPU 0.00 s since the start, 0.00 s of it in ticks "
+        "(observing 0.00 s, deciding 0.00 s)"
     ]
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert debug.count("no action: policy off") == 5
@@ -109,11 +110,12 @@ def test_the_stop_line_says_where_the_agents_cpu_went(sim, caplog):
 
     agent = make_agent(sim)
     agent._writer = writer
-    agent.cpu = CpuLedger(lambda: (0.0, spent[0]))
+    # 1.5 s before the first tick: the agent's start, which no tick's part holds.
+    agent.cpu = CpuLedger(lambda: (1.0, 0.5 + spent[0]))
     agent.run(duration_s=4)
     assert info_messages(caplog)[-1] == (
-        "stopped after 2 tick(s); CPU 0.75 s (compaction 0.50 s, reclaim 0.25 s, "
-        "observing 0.00 s, deciding 0.00 s)"
+        "stopped after 2 tick(s); CPU 2.25 s since the start, 0.75 s of it in ticks "
+        "(compaction 0.50 s, reclaim 0.25 s, observing 0.00 s, deciding 0.00 s)"
     )
 
 
