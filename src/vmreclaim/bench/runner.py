@@ -26,7 +26,7 @@ from vmreclaim.bench.scenarios import (
     Scenario,
 )
 from vmreclaim.bench.sources import find_source
-from vmreclaim.errors import VmreclaimError
+from vmreclaim.errors import GuestCommandTimeout, VmreclaimError
 from vmreclaim.lab.channel import CommandResult
 from vmreclaim.lab.image import GuestImage
 from vmreclaim.lab.machine import VirtualMachine
@@ -143,10 +143,7 @@ def run_one(
         if scenario.setup:
             vm.check(scenario.setup, timeout=900)
         if contender.agent_policy is not None:
-            vm.check(
-                f"python3 -m vmreclaim -vv guest run --policy {contender.agent_policy} "
-                "--interval 2 >/tmp/agent.log 2>&1 & echo $! >/tmp/agent.pid"
-            )
+            start_agent(vm, contender.agent_policy)
         at_start = _guest_memory(vm)
         started = time.monotonic()
         recorder = Recorder(vm)
@@ -272,6 +269,47 @@ def _heap_report(vm: VirtualMachine) -> HeapReport | None:
         return None
 
 
+# The agent's log and pid in the guest, and the line it logs once it has started.
+AGENT_LOG = "/tmp/agent.log"
+AGENT_PID = "/tmp/agent.pid"
+AGENT_STARTED = "vmreclaim: starting:"
+# Host seconds the agent may take to start: python3 and the package's imports took 2.9 s of
+# the vCPU under --icount 2, 6 to 17 host s at its pace, and more on a loaded host.
+AGENT_START_TIMEOUT_S = 300.0
+
+
+def agent_ready_script(log_file: str = AGENT_LOG, pid_file: str = AGENT_PID) -> str:
+    """Shell that waits until the agent has logged its start (exit 0), or has died (exit 4)."""
+    return (
+        f"pid=$(cat {pid_file}); while :; do "
+        f"grep -q '{AGENT_STARTED}' {log_file} && exit 0; "
+        "kill -0 $pid 2>/dev/null || exit 4; sleep 0.2; done"
+    )
+
+
+def start_agent(vm: VirtualMachine, policy: str) -> None:
+    """Start the agent in the background and wait until it has started, so that its start
+    (python3 and its imports: 2.9 s of the one vCPU under --icount 2) falls before the
+    recording, as an agent started at boot does, and not in the workload's first seconds: with
+    the pgbench phase on the host's clock it spilled into pgbench's window of comparison."""
+    vm.check(
+        f"python3 -m vmreclaim -vv guest run --policy {policy} "
+        f"--interval 2 >{AGENT_LOG} 2>&1 & echo $! >{AGENT_PID}"
+    )
+    try:
+        done = vm.run(agent_ready_script(), timeout=AGENT_START_TIMEOUT_S)
+        why = "exited before it started" if not done.ok else ""
+    except GuestCommandTimeout:
+        why = f"had not started after {AGENT_START_TIMEOUT_S:.0f} s"
+    if why:
+        tail = vm.run(f"tail -c 2000 {AGENT_LOG}").text
+        raise VmreclaimError(
+            f"the agent (policy {policy}) {why}; its log ends:\n{tail}",
+            hint="start it by hand in a lab guest (vmreclaim lab shell, then "
+            "python3 -m vmreclaim guest run) to see why",
+        )
+
+
 def stop_agent(vm: VirtualMachine) -> tuple[float | None, str]:
     """The agent's CPU share over its life and its log (empty without an agent). The agent is
     stopped first, so the log ends with where its CPU went.
@@ -280,11 +318,11 @@ def stop_agent(vm: VirtualMachine) -> tuple[float | None, str]:
     /proc/uptime), as its CPU time is: with --icount the guest's clock runs at a third to a half
     of the host's, and a share of host seconds would understate the vCPU it took as much."""
     done = vm.run(
-        "[ -e /tmp/agent.pid ] || exit 3; pid=$(cat /tmp/agent.pid); "
+        f"[ -e {AGENT_PID} ] || exit 3; pid=$(cat {AGENT_PID}); "
         "echo $(cut -d' ' -f14,15,22 /proc/$pid/stat) $(cut -d' ' -f1 /proc/uptime); "
         "kill -TERM $pid; for i in $(seq 50); do "
         "s=$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null) && [ $s != Z ] || break; sleep 0.2; done; "
-        "cat /tmp/agent.log",
+        f"cat {AGENT_LOG}",
         timeout=60,
     )
     if done.exit_code == 3:
