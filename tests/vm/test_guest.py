@@ -49,6 +49,17 @@ def test_the_hosts_python_runs_this_checkouts_code(vm: VirtualMachine) -> None:
     assert result.text.split() == ["3", vmreclaim.__version__]
 
 
+def test_the_guest_loads_the_agents_modules_compiled_not_from_source(vm: VirtualMachine) -> None:
+    # python3 -v says "code object from '.../x.pyc'" for a module it loads compiled and
+    # "code object from .../x.py" for one it compiles: the guest cannot keep what it compiles.
+    result = vm.run("python3 -v -c 'import vmreclaim.guest.cli' 2>&1 | grep 'code object from'")
+    assert result.ok, result.text
+    loaded = [line for line in result.text.splitlines() if "/vmreclaim/" in line]
+    assert len(loaded) >= 10, result.text
+    compiled_here = [line for line in loaded if not line.rstrip("'").endswith(".pyc")]
+    assert compiled_here == []
+
+
 def test_the_guest_cannot_see_the_hosts_private_files(vm: VirtualMachine) -> None:
     assert not vm.run("cat /etc/shadow").ok
     assert vm.run("ls -A /root").stdout == b""
