@@ -175,18 +175,17 @@ def _idle_run(scenario: str, contender: str, back_at_s: int) -> RunResult:
     return _run(scenario, contender, recording, measure(recording))
 
 
-def test_build_real_asks_90_percent_back_within_15_s_where_build_then_idle_allows_30() -> None:
-    lines = targets(
-        [_idle_run("build-then-idle", "adaptive", 20), _idle_run("build-real", "adaptive", 20)]
-    )
-    within = "adaptive returns 90 % of the reclaimable within"
-    assert lines == [
-        f"- build-then-idle: {within} 30 s of idle: met (20 s)",
-        f"- build-real: {within} 15 s of idle: MISSED (20 s)",
-    ]
-    assert targets([_idle_run("build-real", "adaptive", 12)]) == [
-        "- build-real: adaptive returns 90 % of the reclaimable within 15 s of idle: met (12 s)"
-    ]
+def test_both_builds_ask_90_percent_back_within_15_s_of_idle() -> None:
+    # Issue 5 allowed build-then-idle 30 s; issue 11 asks 15 s of a build ("20 s today" was
+    # build-then-idle's figure), and build-real joined it.
+    within = "adaptive returns 90 % of the reclaimable within 15 s of idle"
+    for scenario in ("build-then-idle", "build-real"):
+        assert targets([_idle_run(scenario, "adaptive", 20)]) == [
+            f"- {scenario}: {within}: MISSED (20 s)"
+        ]
+        assert targets([_idle_run(scenario, "adaptive", 12)]) == [
+            f"- {scenario}: {within}: met (12 s)"
+        ]
 
 
 def test_build_real_judges_adaptives_excess_against_wsl2_gradual_of_the_same_scenario() -> None:
