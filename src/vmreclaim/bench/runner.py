@@ -273,7 +273,7 @@ def _heap_report(vm: VirtualMachine) -> HeapReport | None:
 AGENT_LOG = "/tmp/agent.log"
 AGENT_PID = "/tmp/agent.pid"
 AGENT_STARTED = "vmreclaim: starting:"
-# Host seconds the agent may take to start: python3 and the package's imports took 2.9 s of
+# Host seconds the agent may take to start: python3 and the package's imports took 2 to 3 s of
 # the vCPU under --icount 2, 6 to 17 host s at its pace, and more on a loaded host.
 AGENT_START_TIMEOUT_S = 300.0
 
@@ -289,7 +289,7 @@ def agent_ready_script(log_file: str = AGENT_LOG, pid_file: str = AGENT_PID) -> 
 
 def start_agent(vm: VirtualMachine, policy: str) -> None:
     """Start the agent in the background and wait until it has started, so that its start
-    (python3 and its imports: 2.9 s of the one vCPU under --icount 2) falls before the
+    (python3 and its imports: 2 to 3 s of the one vCPU under --icount 2) falls before the
     recording, as an agent started at boot does, and not in the workload's first seconds: with
     the pgbench phase on the host's clock it spilled into pgbench's window of comparison."""
     vm.check(

@@ -74,14 +74,14 @@ GUEST_PYTHON = Path("/usr/bin/python3")
 
 
 def compile_for_guest(package_dir: Path, python: Path = GUEST_PYTHON) -> bool:
-    """Write the package's bytecode beside its sources with the guest's own interpreter, so
-    that the guest's python3 loads it instead of compiling every module at each start: the
-    share is read-only and the guest runs with PYTHONDONTWRITEBYTECODE, so nothing compiled
-    there is kept: under --icount 2, `python3 -m vmreclaim guest run --help` took 2.87 s of
-    the vCPU so and 2.01 s with this bytecode (docs/benchmarks/one-off/guest_python_start.py).
-    Returns whether it worked; a tree the host cannot write (an installed package) only costs
-    speed.
-    Python checks each .pyc against its source's mtime and size, so a stale one is ignored."""
+    """Write the package's bytecode beside its sources with the guest's own interpreter.
+
+    The share is read-only and the guest runs with PYTHONDONTWRITEBYTECODE, so its python3
+    compiled every module at each start and kept nothing: under --icount 2,
+    `python3 -m vmreclaim guest run --help` took 2.87 s of the vCPU so, and 2.01 s with this
+    bytecode (docs/benchmarks/one-off/guest_python_start.py). Python checks each .pyc against
+    its source's mtime and size, so one made stale by an edit is ignored. Returns whether it
+    worked: a tree the host cannot write (an installed package) only costs speed."""
     if not python.exists():
         return False
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPYCACHEPREFIX"}
