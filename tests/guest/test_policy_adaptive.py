@@ -101,6 +101,44 @@ def test_idle_holds_when_the_agents_own_time_exceeds_the_sampled_busy_time(sim):
     assert idle_steps[0] <= 20.0
 
 
+def _idle_reclaims(log: list[tuple[float, Decision]]) -> list[tuple[float, Decision]]:
+    return [(t, d) for t, d in acting(log) if d.reclaim_bytes and d.reason.startswith("idle")]
+
+
+def test_long_idle_it_reclaims_once_down_to_the_deep_idle_floor(sim):
+    sim.set_cache(slab=0)  # the simulated reclaim takes file pages only
+    driver = PolicyDriver(sim, ADAPTIVE)
+    log = driver.run(120, busy_ratio=0.0)
+    steps = _idle_reclaims(log)
+    assert len(steps) == 2  # down to the floor, then once to the deep idle floor
+    (first, _), (deep, decision) = steps
+    # the first idle tick comes after the 15 s window; the deep one 45 s after that
+    assert deep - first == 46.0
+    assert "; quiet for 61 s: " in decision.reason
+    assert "reclaimable above the 32.0 MiB deep idle floor" in decision.reason
+    assert sim.reclaimable == 32 * MIB
+    assert floor_of(driver) == 128 * MIB  # the floor itself stays for the next busy period
+
+
+def test_deep_idle_waits_for_a_new_idle_period_to_go_below_the_floor_again(sim):
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(120, busy_ratio=0.0)
+    sim.set_cache(inactive=400 * MIB)  # read while still idle (a cron job, say)
+    again = _idle_reclaims(driver.run(60, busy_ratio=0.0))
+    assert len(again) == 1
+    assert "above the 128.0 MiB floor" in again[0][1].reason  # not the deep one
+    driver.run(10, busy_ratio=BUSY)  # work resumes: a new idle period follows
+    sim.set_cache(inactive=400 * MIB)
+    later = _idle_reclaims(driver.run(120, busy_ratio=0.0))
+    assert [("deep idle floor" in d.reason) for _, d in later] == [False, True]
+
+
+def test_deep_idle_can_be_turned_off(sim):
+    driver = PolicyDriver(sim, ADAPTIVE, AdaptiveConfig(deep_idle_after_s=0))
+    driver.run(300, busy_ratio=0.0)
+    assert sim.reclaimable == 128 * MIB
+
+
 def test_quiet_but_short_of_the_idle_window_it_reclaims_like_busy(sim):
     decisions = [d for _, d in PolicyDriver(sim, ADAPTIVE).run(6, busy_ratio=0.0)]
     assert decisions[1].reason.startswith("quiet for 2 s of the 15 s idle window")
@@ -159,7 +197,8 @@ def test_the_learned_floor_decays_toward_the_minimum(sim):
 
 
 def test_it_never_asks_for_more_than_reclaimable_minus_the_floor(sim):
-    driver = PolicyDriver(sim, ADAPTIVE)
+    # Deep idle goes below the floor on purpose (see the deep idle tests below).
+    driver = PolicyDriver(sim, ADAPTIVE, AdaptiveConfig(deep_idle_after_s=0))
     driver.run(4, busy_ratio=BUSY)
     sim.advance(0, refault_bytes=400 * MIB)
     driver.tick()  # the floor rises to 728 MiB, above all of the active list and slab

@@ -33,6 +33,15 @@ Control law, once per tick (dt seconds since the previous one):
    next read. Drop-behind (step 10) is not bound by this: it takes named files.
 5. Idle (<= 0.5 % busy over a sliding 15 s window, not WSL2's 2 minutes): reclaim everything
    above the floor, at most idle_max_step_bytes (WSL2 gradual's largest step) per tick.
+   Deep idle: once the guest has stayed idle for deep_idle_after_s more (about a minute of
+   quiet in all, half WSL2's wait), reclaim once down to deep_idle_floor_bytes, below the
+   floor. The floor keeps a working set for when work resumes; an idle guest's own needs (the
+   shell, libc, this agent) are a few tens of MiB, and the cache the floor keeps costs more than
+   its size: its pages pin blocks of free memory that free page reporting cannot return and
+   compaction cannot empty (after the benchmark's real build, 94 MiB of such free memory beside
+   139 MiB of cache; one reclaim to 33 MiB freed both, and the host held 14 MiB above the
+   guest's rest). WSL2 gradual ends there too: its 256 MiB step empties the cache far below its
+   own 128 MiB floor. The learned floor is kept for the next busy period.
 6. Steps under min_step_bytes are not worth a write (oVirt MoM ignores small changes), reclaims
    are at least min_reclaim_interval_s apart, and nothing happens on incomplete data.
 7. Where reclaim cannot be bounded (no memory.reclaim, or swap on without swappiness=), the only
@@ -107,6 +116,10 @@ class AdaptiveConfig:
     idle_window_s: float = 15.0
     # Idle: largest reclaim per tick (WSL2 gradual's largest step, 1 GiB).
     idle_max_step_bytes: int = 1 << 30
+    # Deep idle (step 5): this long idle, counted from the first idle tick (so after about
+    # idle_window_s + this of quiet), reclaim once down to deep_idle_floor_bytes; 0 turns it off.
+    deep_idle_after_s: float = 45.0
+    deep_idle_floor_bytes: int = 32 << 20
     # Smaller reclaims are not worth a write.
     min_step_bytes: int = 16 << 20
     # Least time between two reclaims; below a 2 s tick so each tick may reclaim despite jitter.
@@ -175,6 +188,7 @@ class Activity(NamedTuple):
     idle: bool
     cpu: str  # the CPU state for reasons, e.g. "busy (12.5 % CPU)"
     dropping_bytes: int = 0  # cache drop-behind takes this tick (step 10)
+    deep: bool = False  # idle long enough for the deep idle floor (step 5)
 
 
 class Counters(NamedTuple):
@@ -202,6 +216,8 @@ class AdaptiveState:
     compact_baseline_bytes: int | None = None
     compact_failures: int = 0
     idle_reclaimed: bool = False  # reclaimed in this idle period (unbounded reclaim: only once)
+    idle_since: float | None = None  # the first idle tick of this idle period
+    deep_reclaimed: bool = False  # step 5's deep idle reclaim ran in this idle period
     slab_shrunk: bool = False  # step 11 ran in this idle period
     last_split_at: float | None = None
     # Bytes held in partly freed huge pages when the last split was decided, until the next
@@ -317,9 +333,12 @@ def _reclaim_step(  # noqa: PLR0911 - one return per case of the law, each with 
     assert inactive is not None
     idle, cpu = activity.idle, activity.cpu
     floor = state.floor_bytes or config.min_floor_bytes
+    floor_name = "floor"
+    if activity.deep and config.deep_idle_floor_bytes < floor:
+        floor, floor_name = config.deep_idle_floor_bytes, "deep idle floor"
     above = reclaimable - floor - activity.dropping_bytes
     if above < config.min_step_bytes:
-        return 0, f"{fmt(reclaimable)} reclaimable is within the {fmt(floor)} floor"
+        return 0, f"{fmt(reclaimable)} reclaimable is within the {fmt(floor)} {floor_name}"
     plan = plan_reclaim(obs.reclaim, mem.swap_active)
     if plan.method == "none":
         return 0, f"cannot reclaim: {plan.reason}"
@@ -334,7 +353,7 @@ def _reclaim_step(  # noqa: PLR0911 - one return per case of the law, each with 
         return 0, "rate limit: reclaimed less than min_reclaim_interval_s ago"
     if idle:
         step = min(above, config.idle_max_step_bytes)
-        return step, f"{cpu}: {fmt(above)} reclaimable above the {fmt(floor)} floor"
+        return step, f"{cpu}: {fmt(above)} reclaimable above the {fmt(floor)} {floor_name}"
     # The inactive list as it has stood for busy_min_age_s; what came since is too young.
     settled = min(size for _, size in state.inactive_window) if state.inactive_window else 0
     young = inactive - settled
@@ -530,8 +549,16 @@ def _decide_reclaim(
 
     idle, cpu = _idle(state.cpu_window, config)
     if not idle:
-        state = dataclasses.replace(state, idle_reclaimed=False, slab_shrunk=False)
-    step, why = _reclaim_step(obs, config, state, Activity(dt, idle, cpu, dropping))
+        state = dataclasses.replace(
+            state, idle_reclaimed=False, slab_shrunk=False, idle_since=None, deep_reclaimed=False
+        )
+    elif state.idle_since is None:
+        state = dataclasses.replace(state, idle_since=now)
+    deep = _deep_idle(config, state, now)
+    if deep:
+        quiet = now - (state.idle_since or now) + config.idle_window_s
+        cpu = f"{cpu}; quiet for {quiet:.0f} s"
+    step, why = _reclaim_step(obs, config, state, Activity(dt, idle, cpu, dropping, deep))
     split, state = _split(obs, config, state)
     if split is None and idle:
         split, state = _shrink_slab(obs, config, state)
@@ -547,7 +574,10 @@ def _decide_reclaim(
     if step > 0:
         why = f"{why}; reclaiming {fmt(step)}"
         state = dataclasses.replace(
-            state, last_reclaim_at=now, idle_reclaimed=state.idle_reclaimed or idle
+            state,
+            last_reclaim_at=now,
+            idle_reclaimed=state.idle_reclaimed or idle,
+            deep_reclaimed=state.deep_reclaimed or deep,
         )
     decision = Decision(
         reclaim_bytes=step,
@@ -558,6 +588,14 @@ def _decide_reclaim(
         split_reason=split or "",
     )
     return decision, state
+
+
+def _deep_idle(config: AdaptiveConfig, state: AdaptiveState, now: float) -> bool:
+    """Whether this tick may reclaim down to the deep idle floor (step 5)."""
+    since = state.idle_since
+    if since is None or state.deep_reclaimed or config.deep_idle_after_s <= 0:
+        return False
+    return now - since >= config.deep_idle_after_s
 
 
 def _holding_back(state: AdaptiveState, now: float) -> str | None:
