@@ -72,6 +72,24 @@ def test_cold_cache_returned_is_a_share_of_what_was_written() -> None:
     assert measure(recording, cold_bytes=400 * MIB).cold_returned_ratio == pytest.approx(0.75)
 
 
+def test_cold_cache_net_of_the_guests_own_growth_is_shown_beside_it() -> None:
+    recording = Recording(
+        samples=_samples([(0, 200), (9, 200), (10, 200), (40, 300)]),
+        needs=[NeedSample(0, 150 * MIB), NeedSample(30, 190 * MIB)],  # the database took 40 MiB
+        phases=[("pgbench", 1.0), ("cold-write", 10.0)],
+    )
+    m = measure(recording, cold_bytes=400 * MIB)
+    assert m.cold_returned_ratio == pytest.approx(0.75)
+    assert m.cold_need_growth_bytes == 40 * MIB
+    assert m.cold_returned_net_ratio == pytest.approx(0.85)  # 60 of the 100 MiB were files
+    # A need that fell adds nothing: the net reading never lowers the first.
+    fell = Recording(recording.samples, [NeedSample(0, 150 * MIB), NeedSample(30, 100 * MIB)])
+    fell.phases.extend(recording.phases)
+    assert measure(fell, cold_bytes=400 * MIB).cold_returned_net_ratio == pytest.approx(0.75)
+    unknown = Recording(recording.samples, [], list(recording.phases))
+    assert measure(unknown, cold_bytes=400 * MIB).cold_returned_net_ratio is None
+
+
 def test_a_recording_without_phases_is_refused() -> None:
     with pytest.raises(ValueError, match="phases"):
         measure(Recording(samples=_samples([(0, 1), (1, 1)])))

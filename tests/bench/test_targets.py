@@ -156,6 +156,18 @@ def test_a_database_slowed_by_reclaim_misses_its_targets() -> None:
     assert [line.split(": ")[2].split(" ")[0] for line in lines] == ["MISSED"] * 3
 
 
+def test_cold_back_shows_the_reading_net_of_the_databases_growth_but_judges_the_first() -> None:
+    run = _database_run("adaptive", 1188, 7.0, cold_back_mib=576)  # 75 %
+    grown = dataclasses.replace(run.recording, needs=[NeedSample(0, 100 * MIB)])
+    grown.needs.append(NeedSample(120, 180 * MIB))  # the database took 80 MiB meanwhile
+    measures = measure(grown, cold_bytes=768 * MIB)
+    line = targets([_run("pgbench-ro", "adaptive", grown, measures)])[0]
+    assert line == (
+        "- pgbench-ro: adaptive returns 80 % of the cold cache within the cold-write phase, "
+        "under pgbench: MISSED (75 % (85 % net of the 80.0 MiB the guest's own need grew by))"
+    )
+
+
 def test_repeats_show_the_databases_median_tps_and_p99() -> None:
     runs = [
         _database_run("adaptive", tps, p99, repeat=k)

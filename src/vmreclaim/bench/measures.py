@@ -84,6 +84,19 @@ class Measures:
     """The cold files the scenario wrote (cold_returned_ratio is a share of these)."""
     database: DatabaseLoad | None = None
     """Scenarios with a database: pgbench's throughput and latency, and the file refaults."""
+    cold_need_growth_bytes: int | None = None
+    """How much the guest's need (RAM - MemAvailable) grew from the last phase's start to the
+    end: memory the workload itself took meanwhile (a database's shared buffers and backends),
+    which the footprint carries beside any cold file. None without cold files or need reports."""
+
+    @property
+    def cold_returned_net_ratio(self) -> float | None:
+        """cold_returned_ratio with the guest's own growth over the phase taken out of the
+        footprint's rise: a second reading, never the one targets are judged on."""
+        if self.cold_returned_ratio is None or self.cold_need_growth_bytes is None:
+            return None
+        growth = max(0, self.cold_need_growth_bytes) / self.cold_bytes
+        return min(1.0, self.cold_returned_ratio + growth)
 
 
 def needed_at(needs: list[NeedSample], seconds: float) -> int | None:
@@ -186,9 +199,16 @@ def measure(
     rest = mean_over(samples, 0.0, first_phase)
     final = mean_over(samples, end - 3.0, end)
     cold_ratio = None
+    need_growth = None
     if cold_bytes:
         cold_start = mean_over(samples, last_phase - 1.0, last_phase)
         cold_ratio = min(1.0, max(0.0, 1 - (final - cold_start) / cold_bytes))
+        need_start, need_end = (
+            needed_at(recording.needs, last_phase),
+            needed_at(recording.needs, end),
+        )
+        if need_start is not None and need_end is not None:
+            need_growth = need_end - need_start
     peak = max(s.guest_ram_bytes for s in samples)
     kept = rest + KEPT_CACHE_BYTES
     last_start = at(samples, last_phase).guest_ram_bytes
@@ -216,6 +236,7 @@ def measure(
         swap=_swap_use(guest_start, guest_end) if swap else None,
         heap=None if heap is None else _heap_freed(samples, last_phase, heap, guest_end),
         database=None if database is None else _with_refaults(database, guest_start, guest_end),
+        cold_need_growth_bytes=need_growth,
     )
 
 
