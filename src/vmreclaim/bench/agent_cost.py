@@ -18,6 +18,7 @@ import argparse
 import time
 from pathlib import Path
 
+from vmreclaim.bench.runner import AGENT_PID, agent_launch_script
 from vmreclaim.guest.observe import keep_tick_files_open, observe, read_setup
 from vmreclaim.guest.policies import get_policy
 from vmreclaim.lab.machine import VirtualMachine
@@ -31,15 +32,13 @@ _INTERVAL_SECONDS = 2.0
 def in_guest(policy: str, seconds: float, icount: int | None = 0) -> dict[str, float]:
     config = MachineConfig(memory=2048 * MIB, cpus=1, icount=icount)
     with VirtualMachine(config) as vm:
-        vm.check(
-            f"python3 -m vmreclaim guest run --policy {policy} --interval {_INTERVAL_SECONDS} "
-            ">/tmp/agent.log 2>&1 & echo $! >/tmp/agent.pid"
-        )
+        # Not bench.runner.start_agent: the CPU counted here starts at the launch.
+        vm.check(agent_launch_script(f"guest run --policy {policy} --interval {_INTERVAL_SECONDS}"))
         time.sleep(_WARM_UP_SECONDS)
         # The first field of schedstat is the time on CPU in ns (stat's utime+stime count
         # 10 ms jiffies, too coarse for a few ms per tick).
         script = (
-            "pid=$(cat /tmp/agent.pid); cut -d' ' -f1 /proc/$pid/schedstat; "
+            f"pid=$(cat {AGENT_PID}); cut -d' ' -f1 /proc/$pid/schedstat; "
             f"sleep {seconds}; cut -d' ' -f1 /proc/$pid/schedstat; "
             "grep -E '^(VmRSS|VmHWM):' /proc/$pid/status"
         )

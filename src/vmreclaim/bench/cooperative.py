@@ -85,7 +85,7 @@ busy_max_step_bytes = 0
 idle_max_step_bytes = 0
 drop_behind_age_s = 0
 """
-AGENT = "python3 -m vmreclaim guest run --policy adaptive --interval 2 --config /tmp/passive.ini"
+AGENT = "guest run --policy adaptive --interval 2 --config /tmp/passive.ini"
 _COUNTERS = 'awk \'$1=="workingset_refault_file"||$1=="oom_kill"{print $1, $2}\' /proc/vmstat'
 
 
@@ -141,9 +141,11 @@ class Guests:
         """Before each run: fresh cold files in the cold guests, the hot set read twice (active
         again, whatever the last run evicted), and new agents: one that saw the last run's
         squeeze has raised its floor (memory pressure) and would offer less."""
+        from vmreclaim.bench.runner import AGENT_PID, agent_launch_script
+
         for vm in self.all:
             vm.check(
-                "[ -e /tmp/agent.pid ] || exit 0; pid=$(cat /tmp/agent.pid); kill $pid; "
+                f"[ -e {AGENT_PID} ] || exit 0; pid=$(cat {AGENT_PID}); kill $pid; "
                 "while kill -0 $pid 2>/dev/null; do sleep 0.2; done",
                 timeout=60,
             )
@@ -154,7 +156,7 @@ class Guests:
             )
         self.busy.check("for i in 1 2; do cat /mnt/scratch/hot/* >/dev/null; done", timeout=600)
         for vm in self.all:
-            vm.check(f"{AGENT} >/tmp/agent.log 2>&1 & echo $! >/tmp/agent.pid")
+            vm.check(agent_launch_script(AGENT))
 
     @contextmanager
     def hot_loop(self) -> Iterator[None]:
@@ -292,11 +294,13 @@ def one_run(guests: Guests, directory: Path, arm: str, repeat: int, keep: Path |
             after = guests.counters()
         daemon.stop()
     if keep is not None:
+        from vmreclaim.bench.runner import AGENT_LOG
+
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copy(daemon_log, keep / daemon_log.name)
         for vm in guests.all:
             agent_log = keep / f"{arm}-{repeat + 1}.{vm.config.name}.agent.log"
-            agent_log.write_text(vm.run("cat /tmp/agent.log").text)
+            agent_log.write_text(vm.run(f"cat {AGENT_LOG}").text)
     text = daemon_log.read_text(errors="replace")
     return RunResult(
         arm=arm,

@@ -278,6 +278,12 @@ AGENT_STARTED = "vmreclaim: starting:"
 AGENT_START_TIMEOUT_S = 300.0
 
 
+def agent_launch_script(arguments: str) -> str:
+    """Shell that starts `vmreclaim ARGUMENTS` in the guest in the background, its log in
+    AGENT_LOG and its pid in AGENT_PID, and returns at once."""
+    return f"python3 -m vmreclaim {arguments} >{AGENT_LOG} 2>&1 & echo $! >{AGENT_PID}"
+
+
 def agent_ready_script(log_file: str = AGENT_LOG, pid_file: str = AGENT_PID) -> str:
     """Shell that waits until the agent has logged its start (exit 0), or has died (exit 4)."""
     return (
@@ -292,10 +298,7 @@ def start_agent(vm: VirtualMachine, policy: str) -> None:
     (python3 and its imports: 2 to 3 s of the one vCPU under --icount 2) falls before the
     recording, as an agent started at boot does, and not in the workload's first seconds: with
     the pgbench phase on the host's clock it spilled into pgbench's window of comparison."""
-    vm.check(
-        f"python3 -m vmreclaim -vv guest run --policy {policy} "
-        f"--interval 2 >{AGENT_LOG} 2>&1 & echo $! >{AGENT_PID}"
-    )
+    vm.check(agent_launch_script(f"-vv guest run --policy {policy} --interval 2"))
     try:
         done = vm.run(agent_ready_script(), timeout=AGENT_START_TIMEOUT_S)
         why = "exited before it started" if not done.ok else ""
