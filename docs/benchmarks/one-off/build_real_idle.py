@@ -1,0 +1,87 @@
+"""One-off measurement (2026-12-02): what holds the host's memory after build-real under the
+adaptive agent, and what frees it. A 2 GiB guest with one vCPU on the instruction-counting
+clock (--icount 0, as the benchmark) builds the scenario's sqlite3 source with the agent
+running; then, every 1.5 s for 60 s, the host's footprint beside the guest's free memory in
+blocks below order 9 (which free page reporting cannot take) and its reclaimable cache
+(Active(file) + Inactive(file) + SReclaimable). MODE says what is done by hand meanwhile:
+  watch    nothing (the agent alone);
+  compact  6 s after the build a compaction, 30 s after it unused dentries and inodes dropped
+           (drop_caches=2) and a compaction: the agent's steps 8 and 11;
+  reclaim  6 s after the build 72 MiB written to memory.reclaim and a compaction, 30 s after it
+           the same again (what a floor below 128 MiB would do).
+Run from the checkout (about 7 minutes each):
+PYTHONPATH=src .venv/bin/python docs/benchmarks/one-off/build_real_idle.py MODE
+Outputs of 2026-12-02 in build-real-idle/MODE.txt (code 3f9f5cb, before deep idle), printed by
+an earlier, terser form of this script with the same steps (fp: footprint; unrep, rep:
+unreportable, reportable); watch.txt ends with the agent's log.
+"""
+
+import sys
+import time
+
+from vmreclaim.bench.runner import start_agent, stop_agent
+from vmreclaim.bench.scenarios import build_real
+from vmreclaim.bench.sources import find_source
+from vmreclaim.lab.machine import VirtualMachine
+from vmreclaim.lab.measure import guest_ram
+from vmreclaim.lab.qemu_command import MIB, MachineConfig
+
+PROBE = (
+    "cat /proc/buddyinfo; grep -E '^(Active|Inactive)\\(file\\)|SReclaimable|MemFree' /proc/meminfo"
+)
+COMPACT = "echo 1 > /proc/sys/vm/compact_memory"
+BY_HAND = {
+    "watch": {},
+    "compact": {6: COMPACT, 30: f"echo 2 > /proc/sys/vm/drop_caches; {COMPACT}"},
+    "reclaim": {
+        6: f"echo 72M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+        30: "echo 2 > /proc/sys/vm/drop_caches; "
+        f"echo 72M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+    },
+}
+
+
+def probe(vm: VirtualMachine) -> str:
+    unreportable = reportable = 0.0
+    kib = {}
+    for line in vm.check(PROBE).text.splitlines():
+        fields = line.split()
+        if line.startswith("Node"):
+            counts = [int(x) for x in fields[4:]]
+            unreportable += sum(c * 4 * 2**order for order, c in enumerate(counts[:9])) / 1024
+            reportable += (
+                sum(c * 4 * 2**order for order, c in enumerate(counts) if order >= 9) / 1024
+            )
+        elif fields:
+            kib[fields[0].rstrip(":")] = int(fields[1]) / 1024
+    cache = kib["Active(file)"] + kib["Inactive(file)"] + kib["SReclaimable"]
+    return (
+        f"unreportable {unreportable:.1f} MiB, reportable {reportable:.1f} MiB, "
+        f"cache+slab {cache:.1f} MiB, free {kib['MemFree']:.1f} MiB"
+    )
+
+
+mode = sys.argv[1]
+scenario = build_real(quick=False)
+source = find_source(scenario.source_package)
+config = MachineConfig(
+    memory=2048 * MIB, cpus=1, icount=0, scratch_disk=2048 * MIB, scratch_contents=source.directory
+)
+with VirtualMachine(config, None) as vm:
+    start_agent(vm, "adaptive")
+    time.sleep(10)
+    print(f"rest: footprint {guest_ram(vm.footprint()) / MIB:.0f} MiB; {probe(vm)}", flush=True)
+    started = time.monotonic()
+    vm.check(scenario.phases[0].script, timeout=1800)
+    end = time.monotonic()
+    print(f"build took {end - started:.0f} s", flush=True)
+    todo = dict(BY_HAND[mode])
+    while time.monotonic() - end < 60:
+        since = time.monotonic() - end
+        for at in [at for at in todo if since > at]:
+            print(f"-- by hand: {todo.pop(at)}", flush=True)
+            vm.check(BY_HAND[mode][at])
+        footprint = guest_ram(vm.footprint()) / MIB
+        print(f"t+{since:5.1f} s: footprint {footprint:.0f} MiB; {probe(vm)}", flush=True)
+        time.sleep(1.5)
+    stop_agent(vm)
