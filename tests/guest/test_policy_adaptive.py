@@ -135,8 +135,10 @@ def test_deep_idle_waits_for_a_new_idle_period_to_go_below_the_floor_again(sim):
 
 def test_deep_idle_can_be_turned_off(sim):
     driver = PolicyDriver(sim, ADAPTIVE, AdaptiveConfig(deep_idle_after_s=0))
-    driver.run(300, busy_ratio=0.0)
+    log = driver.run(300, busy_ratio=0.0)
     assert sim.reclaimable == 128 * MIB
+    # At the floor the reason still says whether the guest is idle.
+    assert log[-1][1].reason.startswith("idle (0.0 % CPU over 16 s): 128.0 MiB reclaimable is ")
 
 
 def test_quiet_but_short_of_the_idle_window_it_reclaims_like_busy(sim):

@@ -338,7 +338,8 @@ def _reclaim_step(  # noqa: PLR0911 - one return per case of the law, each with 
         floor, floor_name = config.deep_idle_floor_bytes, "deep idle floor"
     above = reclaimable - floor - activity.dropping_bytes
     if above < config.min_step_bytes:
-        return 0, f"{fmt(reclaimable)} reclaimable is within the {fmt(floor)} {floor_name}"
+        # With the CPU state: an idle guest at its floor and a busy one read alike otherwise.
+        return 0, f"{cpu}: {fmt(reclaimable)} reclaimable is within the {fmt(floor)} {floor_name}"
     plan = plan_reclaim(obs.reclaim, mem.swap_active)
     if plan.method == "none":
         return 0, f"cannot reclaim: {plan.reason}"
