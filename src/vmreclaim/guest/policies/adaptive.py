@@ -4,8 +4,8 @@ and keep the hot set by learning a floor from memory pressure and refaults.
 Control law, once per tick (dt seconds since the previous one):
 
 1. Floor. `floor` is the reclaimable cache (Active(file) + Inactive(file) + SReclaimable) not
-   reclaimed, deep idle (step 5) aside. It starts at min_floor (WSL2's 128 MiB) and decays toward it by a few % of the gap
-   per minute, so a floor raised by a burst can learn lower again.
+   reclaimed, deep idle (step 5) aside. It starts at min_floor (WSL2's 128 MiB) and decays
+   toward it by a few % of the gap per minute, so a floor raised by a burst can learn lower again.
 2. Pressure (senpai/TMO): PSI memory `some` stall above the target share of wall time (senpai:
    10 ms per 6 s) means the guest is short of memory, whoever caused it: pause reclaim for
    pressure_hold_s and raise the floor to the cache there is now. Our own memory.reclaim writes do
