@@ -555,10 +555,10 @@ def _decide_reclaim(
         )
     elif state.idle_since is None:
         state = dataclasses.replace(state, idle_since=now)
-    deep = _deep_idle(config, state, now)
-    if deep:
-        quiet = now - (state.idle_since or now) + config.idle_window_s
-        cpu = f"{cpu}; quiet for {quiet:.0f} s"
+    idle_for = _deep_idle_for(config, state, now)
+    deep = idle_for is not None
+    if idle_for is not None:
+        cpu = f"{cpu}; quiet for {idle_for + config.idle_window_s:.0f} s"
     step, why = _reclaim_step(obs, config, state, Activity(dt, idle, cpu, dropping, deep))
     split, state = _split(obs, config, state)
     if split is None and idle:
@@ -591,12 +591,14 @@ def _decide_reclaim(
     return decision, state
 
 
-def _deep_idle(config: AdaptiveConfig, state: AdaptiveState, now: float) -> bool:
-    """Whether this tick may reclaim down to the deep idle floor (step 5)."""
+def _deep_idle_for(config: AdaptiveConfig, state: AdaptiveState, now: float) -> float | None:
+    """How long the guest has been idle when this tick may reclaim down to the deep idle floor
+    (step 5), else None."""
     since = state.idle_since
     if since is None or state.deep_reclaimed or config.deep_idle_after_s <= 0:
-        return False
-    return now - since >= config.deep_idle_after_s
+        return None
+    idle_for = now - since
+    return idle_for if idle_for >= config.deep_idle_after_s else None
 
 
 def _holding_back(state: AdaptiveState, now: float) -> str | None:
