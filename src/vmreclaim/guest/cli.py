@@ -79,7 +79,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--reporting-order",
         type=int,
         metavar="ORDER",
-        help="opt in: set page_reporting_order first (0-10; below 9 splits host huge pages)",
+        help="opt in: set page_reporting_order first (0-10); below 9 splits host huge pages, "
+        "which a host's khugepaged fills back in within minutes",
     )
     _add_root(reclaim)
     reclaim.set_defaults(handler=_reclaim)
