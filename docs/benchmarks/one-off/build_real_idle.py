@@ -15,7 +15,12 @@ blocks below order 9 (which free page reporting cannot take) and its reclaimable
            merges into a block of the reporting order or more is what starts a reporting pass);
            watched for 160 s instead of 60, every 10 s instead of 1.5 s: a shell in the
            guest every 1.5 s may cost more than the agent's idle line (0.5 % of the CPU), so in
-           the other modes' traces the agent may never have seen the guest idle.
+           the other modes' traces the agent may never have seen the guest idle;
+  pins     as order5, but 100 s after the build guest_pins.py tells which pages pin the free
+           memory in partly free 2 MiB blocks, and /proc/pagetypeinfo is printed;
+  overask  as order5, but 90 s after the build 256 MiB written to memory.reclaim, more than
+           there is (what WSL2 gradual's step does), and a compaction; 130 s after it unused
+           dentries and inodes dropped and a compaction.
 Run from the checkout (about 7 minutes each):
 PYTHONPATH=src .venv/bin/python docs/benchmarks/one-off/build_real_idle.py MODE
 Outputs of 2026-12-02 in build-real-idle/MODE.txt (code 3f9f5cb, before deep idle), printed by
@@ -26,6 +31,7 @@ unreportable, reportable); watch.txt ends with the agent's log. order5.txt is of
 
 import sys
 import time
+from pathlib import Path
 
 from vmreclaim.bench.runner import start_agent, stop_agent
 from vmreclaim.bench.scenarios import build_real
@@ -51,8 +57,16 @@ BY_HAND = {
         f"{COMPACT}; dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null"
     },
 }
-WATCH_S = {"order5": 160}
-PROBE_EVERY_S = {"order5": 10.0}
+BY_HAND["pins"] = {
+    100: f"cat > /tmp/pins.py <<'X'\n{(Path(__file__).parent / 'guest_pins.py').read_text()}X\n"
+    "python3 /tmp/pins.py; cat /proc/pagetypeinfo"
+}
+BY_HAND["overask"] = {
+    90: f"echo 256M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+    130: f"echo 2 > /proc/sys/vm/drop_caches; {COMPACT}",
+}
+WATCH_S = {"order5": 160, "pins": 110, "overask": 160}
+PROBE_EVERY_S = {"order5": 10.0, "pins": 10.0, "overask": 10.0}
 
 
 def probe(vm: VirtualMachine) -> str:
@@ -95,8 +109,8 @@ with VirtualMachine(config, None) as vm:
     while time.monotonic() - end < WATCH_S.get(mode, 60):
         since = time.monotonic() - end
         for at in [at for at in todo if since > at]:
-            print(f"-- by hand: {todo.pop(at)}", flush=True)
-            vm.check(BY_HAND[mode][at])
+            print(f"-- by hand: {todo.pop(at)[-60:]}", flush=True)
+            print(vm.check(BY_HAND[mode][at], timeout=300).text, end="", flush=True)
         footprint = guest_ram(vm.footprint()) / MIB
         print(f"t+{since:5.1f} s: footprint {footprint:.0f} MiB; {probe(vm)}", flush=True)
         time.sleep(PROBE_EVERY_S.get(mode, 1.5))
