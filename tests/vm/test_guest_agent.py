@@ -16,6 +16,7 @@ import pytest
 from vmreclaim.bench.runner import agent_launch_script, agent_ready_script, stop_agent
 from vmreclaim.lab import MachineConfig, VirtualMachine
 from vmreclaim.lab.measure import guest_ram, watch
+from vmreclaim.units import parse_size
 
 MIB = 1 << 20
 COLD = 800 * MIB
@@ -144,10 +145,11 @@ def test_adaptive_drops_files_written_once_and_keeps_files_read_back(
 
 
 def _cache_freed(line: str) -> int:
-    """Bytes of cache a reclaim line says it took ("cache 300.1 MiB -> 256.0 MiB")."""
-    found = re.search(r"cache ([\d.]+) MiB -> ([\d.]+) MiB", line)
+    """Bytes of cache a reclaim line says it took ("cache 300.1 MiB -> 20.0 MiB in 0.05 s"),
+    its sizes read back with the parser of the units the agent printed them in."""
+    found = re.search(r"cache ([\d.]+ \w+) -> ([\d.]+ \w+) in ", line)
     assert found is not None, line
-    return int((float(found.group(1)) - float(found.group(2))) * MIB)
+    return parse_size(found.group(1)) - parse_size(found.group(2))
 
 
 def test_adaptive_goes_below_its_floor_once_the_guest_has_stayed_idle(guest_image) -> None:
