@@ -426,8 +426,9 @@ def set_reporting_order(
 ) -> None:
     """Report free blocks of `order` and above. Opt-in: below 9 it splits host huge pages, and
     where the host collapses them again (khugepaged, max_ptes_none 511 by default; QEMU marks
-    guest RAM MADV_HUGEPAGE) the holes are filled back in: 395 MiB returned at order 5 came
-    back within 10 s of fast scanning (docs/benchmarks/one-off/reporting_order_khugepaged.py)."""
+    guest RAM MADV_HUGEPAGE) the holes are filled back in: 391 MiB returned at order 5 (median
+    of 3) came back within 10 s of fast scanning
+    (docs/benchmarks/one-off/reporting_order_khugepaged.py)."""
     check_reporting_order(order)
     _write(
         writer,
