@@ -56,14 +56,14 @@ BY_HAND = {
         100: "echo 5 > /sys/module/page_reporting/parameters/page_reporting_order; "
         f"{COMPACT}; dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null"
     },
-}
-BY_HAND["pins"] = {
-    100: f"cat > /tmp/pins.py <<'X'\n{(Path(__file__).parent / 'guest_pins.py').read_text()}X\n"
-    "python3 /tmp/pins.py; cat /proc/pagetypeinfo"
-}
-BY_HAND["overask"] = {
-    90: f"echo 256M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
-    130: f"echo 2 > /proc/sys/vm/drop_caches; {COMPACT}",
+    "pins": {
+        100: f"cat > /tmp/pins.py <<'X'\n{(Path(__file__).parent / 'guest_pins.py').read_text()}"
+        "X\npython3 /tmp/pins.py; cat /proc/pagetypeinfo"
+    },
+    "overask": {
+        90: f"echo 256M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+        130: f"echo 2 > /proc/sys/vm/drop_caches; {COMPACT}",
+    },
 }
 WATCH_S = {"order5": 160, "pins": 110, "overask": 160}
 PROBE_EVERY_S = {"order5": 10.0, "pins": 10.0, "overask": 10.0}
