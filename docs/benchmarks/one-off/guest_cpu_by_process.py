@@ -4,27 +4,38 @@ right after the agent starts and right after the last phase) with a snapshot of 
 /proc/PID/stat and the compaction counters of /proc/vmstat, and prints the differences.
 Processes that exited in between (the cold writer) are not counted.
 
-Run from the checkout: PYTHONPATH=src .venv/bin/python docs/benchmarks/one-off/guest_cpu_by_process.py reporting adaptive
+Run from the checkout:
+PYTHONPATH=src .venv/bin/python docs/benchmarks/one-off/guest_cpu_by_process.py reporting adaptive
 """
-import collections, json, sys
+
+import collections
+import json
+import sys
+
 from vmreclaim.bench import runner
 from vmreclaim.bench.contenders import CONTENDERS
 from vmreclaim.bench.scenarios import SCENARIOS
 
 snaps = []
 orig = runner._guest_memory
-CMD = ("grep -E '^(compact_|pgmigrate|thp_|pgfree|pgalloc_normal|pgsteal|pgscan)' /proc/vmstat; echo ===; "
-       "for p in /proc/[0-9]*; do cat $p/stat 2>/dev/null; echo; done; echo ===; cut -d' ' -f1 /proc/uptime")
+CMD = (
+    "grep -E '^(compact_|pgmigrate|thp_|pgfree|pgalloc_normal|pgsteal|pgscan)' /proc/vmstat; "
+    "echo ===; for p in /proc/[0-9]*; do cat $p/stat 2>/dev/null; echo; done; echo ===; "
+    "cut -d' ' -f1 /proc/uptime"
+)
+
 
 def wrapped(vm):
     snaps.append(vm.check(CMD, timeout=120).text)
     return orig(vm)
 
+
 runner._guest_memory = wrapped
+
 
 def parse(text):
     vm, procs, up = text.split("===")
-    vmstat = {l.split()[0]: int(l.split()[1]) for l in vm.strip().splitlines()}
+    vmstat = {row.split()[0]: int(row.split()[1]) for row in vm.strip().splitlines()}
     cpu = collections.Counter()
     for line in procs.strip().splitlines():
         if ")" not in line:
@@ -35,6 +46,7 @@ def parse(text):
         cpu[name] += int(fields[11]) + int(fields[12])
     return vmstat, cpu, float(up)
 
+
 out = {}
 for name in sys.argv[1:]:
     snaps.clear()
@@ -43,8 +55,14 @@ for name in sys.argv[1:]:
     cpu = {k: (c1[k] - c0[k]) / 100 for k in c1 if c1[k] - c0[k] > 0}
     vm = {k: v1[k] - v0.get(k, 0) for k in v1 if v1[k] - v0.get(k, 0)}
     db = result.measures.database
-    out[name] = {"guest_s": u1 - u0, "cpu_s": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
-                 "vmstat": vm, "tps_window": db.cold_write.tps, "tps_whole": db.whole.tps,
-                 "agent_log": result.agent_log}
+    out[name] = {
+        "guest_s": u1 - u0,
+        "cpu_s": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
+        "vmstat": vm,
+        "tps_window": db.cold_write.tps,
+        "tps_whole": db.whole.tps,
+        "agent_log": result.agent_log,
+    }
     print(name, json.dumps({k: v for k, v in out[name].items() if k != "agent_log"}), flush=True)
-json.dump(out, open("guest-cpu-by-process.json", "w"), indent=1)
+with open("guest-cpu-by-process.json", "w") as file:
+    json.dump(out, file, indent=1)

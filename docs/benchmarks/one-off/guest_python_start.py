@@ -7,6 +7,7 @@ alternating, on an --icount 2 guest (1 vCPU, 250 MHz: the benchmark's clock) and
 (2 vCPUs: the demo's and the tests'). Run from the checkout:
 PYTHONPATH=src .venv/bin/python docs/benchmarks/one-off/guest_python_start.py
 """
+
 import statistics
 
 from vmreclaim.lab.machine import VirtualMachine
