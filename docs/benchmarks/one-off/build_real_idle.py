@@ -20,7 +20,30 @@ blocks below order 9 (which free page reporting cannot take) and its reclaimable
            memory in partly free 2 MiB blocks, and /proc/pagetypeinfo is printed;
   overask  as order5, but 90 s after the build 256 MiB written to memory.reclaim, more than
            there is (what WSL2 gradual's step does), and a compaction; 130 s after it unused
-           dentries and inodes dropped and a compaction.
+           dentries and inodes dropped and a compaction;
+  nobusy   as order5 without its step at 100 s, but the agent runs with busy reclaim off
+           (busy_max_step_bytes = 0) and drop-behind off (drop_behind_age_s = 0): it takes
+           nothing while the build runs, as WSL2 gradual, and its idle and deep idle reclaims
+           are unchanged. Does reclaim during the build make deep idle get stuck?
+  agent    the agent alone, as in the benchmark, watched for 160 s every 10 s.
+  noslab   as agent, without step 11 (slab_drop_min_bytes = 64G): does its drop of dentries
+           and inodes before the deep reclaim leave more stuck?
+  gradual  WSL2 gradual's agent instead (nothing until 2 minutes of idle, then a 256 MiB
+           memory.reclaim step and a compaction), watched for 200 s: is it never stuck here too?
+  onestep  the agent off; 20 s after the build, by hand, what gradual does 2 minutes later:
+           256 MiB written to memory.reclaim, then a compaction: is its timing what matters?
+  exact    as onestep, but 190 MiB (what takes the cache to about 30 MiB, no more): does
+           asking for more than there is matter?
+  twostep  the agent off; adaptive's idle steps by hand: 20 s after the build 90 MiB written
+           to memory.reclaim and a compaction (down to its floor), 70 s after it 84 MiB and a
+           compaction (deep idle): does taking the cache in two steps get stuck?
+  compactfirst  as twostep, with a compaction right after the build as well, while all the
+           cache is still there (as the agent's busy compaction does): does that get stuck?
+  delayed  as twostep, but each compaction 30 s after its reclaim instead of right after it
+           (the agent compacts on a later tick, 2 to 36 s later when its back-off holds it):
+           does the wait get stuck?
+  dropfirst  as twostep, with unused dentries and inodes dropped (drop_caches=2) right before
+           the first reclaim, as the agent's step 11 did in the nobusy traces: does that?
 Run from the checkout (about 7 minutes each):
 PYTHONPATH=src .venv/bin/python docs/benchmarks/one-off/build_real_idle.py MODE
 Outputs of 2026-12-02 in build-real-idle/MODE.txt (code 3f9f5cb, before deep idle), printed by
@@ -33,7 +56,7 @@ import sys
 import time
 from pathlib import Path
 
-from vmreclaim.bench.runner import start_agent, stop_agent
+from vmreclaim.bench.runner import agent_launch_script, agent_ready_script, start_agent, stop_agent
 from vmreclaim.bench.scenarios import build_real
 from vmreclaim.bench.sources import find_source
 from vmreclaim.lab.machine import VirtualMachine
@@ -60,13 +83,53 @@ BY_HAND = {
         100: f"cat > /tmp/pins.py <<'X'\n{(Path(__file__).parent / 'guest_pins.py').read_text()}"
         "X\npython3 /tmp/pins.py; cat /proc/pagetypeinfo"
     },
+    "nobusy": {},
+    "agent": {},
+    "noslab": {},
+    "gradual": {},
+    "onestep": {20: f"echo 256M > /sys/fs/cgroup/memory.reclaim; {COMPACT}"},
+    "exact": {20: f"echo 190M > /sys/fs/cgroup/memory.reclaim; {COMPACT}"},
+    "compactfirst": {
+        0: COMPACT,
+        20: f"echo 90M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+        70: f"echo 84M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+    },
+    "delayed": {
+        20: "echo 90M > /sys/fs/cgroup/memory.reclaim",
+        50: COMPACT,
+        70: "echo 84M > /sys/fs/cgroup/memory.reclaim",
+        100: COMPACT,
+    },
+    "dropfirst": {
+        20: "echo 2 > /proc/sys/vm/drop_caches; "
+        f"echo 90M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+        70: f"echo 84M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+    },
+    "twostep": {
+        20: f"echo 90M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+        70: f"echo 84M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+    },
     "overask": {
         90: f"echo 256M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
         130: f"echo 2 > /proc/sys/vm/drop_caches; {COMPACT}",
     },
 }
-WATCH_S = {"order5": 160, "pins": 110, "overask": 160}
-PROBE_EVERY_S = {"order5": 10.0, "pins": 10.0, "overask": 10.0}
+BY_HAND_ONLY = ["onestep", "exact", "twostep", "compactfirst", "delayed", "dropfirst"]
+WATCH_S = {"pins": 110, "gradual": 200}
+AGENT_ONLY = ["order5", "overask", "nobusy", "agent", "noslab"]
+WATCH_S.update(dict.fromkeys([*AGENT_ONLY, *BY_HAND_ONLY], 160))
+PROBE_EVERY_S = {mode: 10.0 for mode in WATCH_S}
+POLICY = {"gradual": "gradual", **dict.fromkeys(BY_HAND_ONLY, "off")}
+AGENT_INI = {
+    "nobusy": "[adaptive]\nbusy_max_step_bytes = 0\ndrop_behind_age_s = 0\n",
+    "noslab": "[adaptive]\nslab_drop_min_bytes = 64G\n",
+}
+
+
+USED = (  # all of /proc/meminfo on one line, and the agent's resident memory
+    "tr -s ' ' < /proc/meminfo | tr '\\n' ' '; "
+    "echo agent RSS $(grep VmRSS /proc/$(cat /tmp/agent.pid)/status 2>/dev/null)"
+)
 
 
 def probe(vm: VirtualMachine) -> str:
@@ -98,9 +161,16 @@ config = MachineConfig(
     memory=2048 * MIB, cpus=1, icount=0, scratch_disk=2048 * MIB, scratch_contents=source.directory
 )
 with VirtualMachine(config, None) as vm:
-    start_agent(vm, "adaptive")
+    if mode in AGENT_INI:
+        vm.check(f"printf '{AGENT_INI[mode]}' > /tmp/agent.ini")
+        arguments = "-vv guest run --policy adaptive --interval 2 --config /tmp/agent.ini"
+        vm.check(agent_launch_script(arguments))
+        vm.check(agent_ready_script(), timeout=60)
+    else:
+        start_agent(vm, POLICY.get(mode, "adaptive"))
     time.sleep(10)
     print(f"rest: footprint {guest_ram(vm.footprint()) / MIB:.0f} MiB; {probe(vm)}", flush=True)
+    print(f"rest, used: {vm.check(USED).text}", end="", flush=True)
     started = time.monotonic()
     vm.check(scenario.phases[0].script, timeout=1800)
     end = time.monotonic()
@@ -114,4 +184,7 @@ with VirtualMachine(config, None) as vm:
         footprint = guest_ram(vm.footprint()) / MIB
         print(f"t+{since:5.1f} s: footprint {footprint:.0f} MiB; {probe(vm)}", flush=True)
         time.sleep(PROBE_EVERY_S.get(mode, 1.5))
-    stop_agent(vm)
+    print(f"end, used: {vm.check(USED).text}", end="", flush=True)
+    _, log = stop_agent(vm)
+    print("the agent's log, INFO lines:", flush=True)
+    print("\n".join(line for line in log.splitlines() if " INFO " in line), flush=True)
