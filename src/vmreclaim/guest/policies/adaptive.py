@@ -55,6 +55,9 @@ Control law, once per tick (dt seconds since the previous one):
    CPU from the workload whatever it finds (under pgbench, compaction was half of the agent's
    CPU and one pass moved 18 MiB for it), and the next drop leaves new small blocks. Once the
    freeing settles, one pass takes them all: on the tick of the last drop, right after it.
+   Idle, a reclaim of compact_min_bytes or more is compacted on its own tick, back-off or not,
+   as WSL2 gradual does after every step: a pass 30 s later left the host 88-116 MiB above the
+   guest's rest after the real build, in 4 traces of 4 (see _plan_compaction).
 9. Huge pages that processes partly freed hold their free part until the deferred split
    shrinker runs, which the kernel does under memory pressure only. When they hold more than
    thp_split_min_bytes, split them (busy or idle: it costs no page cache, see
@@ -66,10 +69,11 @@ Control law, once per tick (dt seconds since the previous one):
    paused or not, since no one is using it. What they hold comes out of steps 4-5's amounts, so
    memory.reclaim does not take as much again from the list's other pages, the hot set's among
    them.
-11. Idle, and a compaction left more than compact_min_bytes free in blocks below the reporting
-   order anyway: unmovable slab pages (dentries, inodes) most likely pin those blocks (after the
-   benchmark's real build, 145 MiB stayed so through three compactions). Drop the unused ones
-   as step 9 does (drop_caches=2: the page cache stays) and compact again, once per idle period.
+No step drops dentries and inodes to unpin small free blocks. One did (drop_caches=2 and a
+compaction, idle, once per idle period, from 2026-12-01 to 2026-12-07): it never moved more
+than 2 MiB of them, and after the real build the deep reclaims that came after it left the
+host 0, 30, 44 and 50 MiB above the guest's rest, those without it 14 and 16 MiB
+(docs/benchmarks.md, build-real).
 """
 
 from __future__ import annotations
@@ -218,7 +222,6 @@ class AdaptiveState:
     idle_reclaimed: bool = False  # reclaimed in this idle period (unbounded reclaim: only once)
     idle_since: float | None = None  # the first idle tick of this idle period
     deep_reclaimed: bool = False  # step 5's deep idle reclaim ran in this idle period
-    slab_shrunk: bool = False  # step 11 ran in this idle period
     last_split_at: float | None = None
     # Bytes held in partly freed huge pages when the last split was decided, until the next
     # tick judges it; and how many splits in a row freed less than thp_split_min_bytes.
@@ -409,25 +412,14 @@ def _back_off(
     return None
 
 
-def _shrink_slab(
-    obs: Observation, config: AdaptiveConfig, state: AdaptiveState
-) -> tuple[str | None, AdaptiveState]:
-    """(why to drop unused dentries and inodes now or None, the state): step 11."""
-    free = obs.free
-    if state.slab_shrunk or free is None or not obs.reclaim.drop_caches:
-        return None, state
-    if state.compact_failures < 1 or free.unreportable_bytes <= config.compact_min_bytes:
-        return None, state
-    state = dataclasses.replace(state, slab_shrunk=True)
-    return (
-        f"{fmt(free.unreportable_bytes)} free stays in blocks below order "
-        f"{free.reporting_order} after compaction: dropping unused dentries and inodes, whose "
-        "slab pages likely pin those blocks"
-    ), state
-
-
 def _plan_compaction(
-    obs: Observation, config: AdaptiveConfig, state: AdaptiveState, split: bool, settling: bool
+    obs: Observation,
+    config: AdaptiveConfig,
+    state: AdaptiveState,
+    split: bool,
+    settling: bool,
+    *,
+    idle_step: int = 0,
 ) -> tuple[str | None, AdaptiveState]:
     """(why to compact now or None, the state with this tick's compaction bookkeeping).
 
@@ -436,6 +428,14 @@ def _plan_compaction(
     while much free memory stays unreportable: one pass can leave much of what a split freed
     in small blocks (seen in the benchmark: 211 MiB after the first pass, 52 MiB after a later
     one), and these passes are not judged, so they do not slow step 8's retries.
+
+    `idle_step`: what this tick reclaims while idle. From compact_min_bytes up, compact right
+    after it, whatever the back-off says, and do not judge that pass (its "before" is from
+    before the reclaim). Waiting costs: after the real build, a deep reclaim compacted 30-36 s
+    later (the back-off) left the host 88-116 MiB above the guest's rest in 4 traces of 4;
+    compacted 2 s later, 20 MiB in 1 of 1; the same reclaims by hand, compacted at once, at most
+    28 MiB in 7 of 7, and 30 s later 42 MiB (docs/benchmarks/one-off/build_real_idle.py,
+    2026-12-07).
     """
     now = obs.timestamp
     if state.last_compact_at is not None and state.compact_baseline_bytes is None and obs.free:
@@ -446,11 +446,18 @@ def _plan_compaction(
             failures = 0 if before - left >= config.compact_min_bytes else failures + 1
         state = dataclasses.replace(state, compact_baseline_bytes=left, compact_failures=failures)
     compact = _compaction(obs, config, state, settling)
-    judged = compact is not None and not split  # a split changes what a compaction faces
+    after_reclaim = idle_step >= config.compact_min_bytes
+    # A split or this tick's reclaim changes what the compaction faces: not judged.
+    judged = compact is not None and not split and not after_reclaim
     followups = SPLIT_FOLLOWUP_COMPACTIONS if split else state.compact_followups
     if compact is None and split:
         # The split frees pages in blocks of order 0-3 (seen here), below any reporting order.
         compact = "after splitting huge pages, whose freed pages lie in small blocks"
+    elif compact is None and after_reclaim:
+        compact = (
+            f"right after reclaiming {fmt(idle_step)} while idle, before new allocations "
+            "settle among the freed pages"
+        )
     elif compact is None and followups and obs.free and state.last_compact_at is not None:
         stuck = obs.free.unreportable_bytes
         if stuck <= config.compact_min_bytes:
@@ -551,7 +558,7 @@ def _decide_reclaim(
     idle, cpu = _idle(state.cpu_window, config)
     if not idle:
         state = dataclasses.replace(
-            state, idle_reclaimed=False, slab_shrunk=False, idle_since=None, deep_reclaimed=False
+            state, idle_reclaimed=False, idle_since=None, deep_reclaimed=False
         )
     elif state.idle_since is None:
         state = dataclasses.replace(state, idle_since=now)
@@ -561,8 +568,6 @@ def _decide_reclaim(
         cpu = f"{cpu}; quiet for {idle_for + config.idle_window_s:.0f} s"
     step, why = _reclaim_step(obs, config, state, Activity(dt, idle, cpu, dropping, deep))
     split, state = _split(obs, config, state)
-    if split is None and idle:
-        split, state = _shrink_slab(obs, config, state)
     if step > 0 or split is not None:
         state = dataclasses.replace(state, last_freed_at=now)
     freed_at = state.last_freed_at
@@ -571,7 +576,9 @@ def _decide_reclaim(
     # a database's WAL (16 MiB segments, one waiting at any time under pgbench-rw) would
     # otherwise hold it off for good.
     settling = not idle and (freeing or waiting >= config.compact_min_bytes)
-    compact, state = _plan_compaction(obs, config, state, split is not None, settling)
+    compact, state = _plan_compaction(
+        obs, config, state, split is not None, settling, idle_step=step if idle else 0
+    )
     if step > 0:
         why = f"{why}; reclaiming {fmt(step)}"
         state = dataclasses.replace(
