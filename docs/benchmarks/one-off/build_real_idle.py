@@ -26,8 +26,9 @@ blocks below order 9 (which free page reporting cannot take) and its reclaimable
            nothing while the build runs, as WSL2 gradual, and its idle and deep idle reclaims
            are unchanged. Does reclaim during the build make deep idle get stuck?
   agent    the agent alone, as in the benchmark, watched for 160 s every 10 s.
-  noslab   as agent, without step 11 (slab_drop_min_bytes = 64G): does its drop of dentries
-           and inodes before the deep reclaim leave more stuck?
+  noslab   as agent, without step 11 (its drop of dentries and inodes while idle): does that
+           drop leave more stuck? Its traces ran with a knob that turned step 11 off, which
+           did not land: the agent lost step 11 in d47b225, so today this is the same as agent.
   gradual  WSL2 gradual's agent instead (nothing until 2 minutes of idle, then a 256 MiB
            memory.reclaim step and a compaction), watched for 200 s: is it never stuck here too?
   onestep  the agent off; 20 s after the build, by hand, what gradual does 2 minutes later:
@@ -50,6 +51,11 @@ Outputs of 2026-12-02 in build-real-idle/MODE.txt (code 3f9f5cb, before deep idl
 an earlier, terser form of this script with the same steps (fp: footprint; unrep, rep:
 unreportable, reportable); watch.txt ends with the agent's log. order5.txt is of 2026-12-07
 (code a51d5b0, deep idle in), and splits the unreportable free memory at order 5.
+The traces of the modes from nobusy on are of 2026-12-07 too, several runs to a file (each
+headed ### and what code it ran), with /proc/meminfo at rest and at the end and the agent's
+INFO lines: code 3ead80e in nobusy.txt (its first two runs print only the reclaim lines),
+gradual.txt and the by-hand modes'; the agent with the same-tick compaction and step 11 still
+in: fix-agent.txt and fix-nobusy.txt; with it and step 11 turned off: noslab.txt.
 """
 
 import sys
@@ -122,7 +128,6 @@ PROBE_EVERY_S = {mode: 10.0 for mode in WATCH_S}
 POLICY = {"gradual": "gradual", **dict.fromkeys(BY_HAND_ONLY, "off")}
 AGENT_INI = {
     "nobusy": "[adaptive]\nbusy_max_step_bytes = 0\ndrop_behind_age_s = 0\n",
-    "noslab": "[adaptive]\nslab_drop_min_bytes = 64G\n",
 }
 
 
