@@ -464,6 +464,36 @@ def test_an_age_of_zero_turns_drop_behind_and_the_watch_off(sim):
     )
 
 
+def test_idle_a_large_reclaim_is_compacted_on_its_own_tick_whatever_the_back_off(sim):
+    _fragment(sim, 30000)  # no compaction helps: the retries wait longer and longer
+    sim.set_cache(inactive=0, slab=0)
+    driver = PolicyDriver(sim, ADAPTIVE)
+    assert _compaction_times(driver.run(150, busy_ratio=BUSY)) == [2.0, 22.0, 62.0, 142.0]
+    sim.set_cache(inactive=400 * MIB)  # the next retry would wait until 302 s
+    log = driver.run(120, busy_ratio=0.0)
+    deep = [(t, d) for t, d in _idle_reclaims(log) if "deep idle floor" in d.reason]
+    assert len(deep) == 1
+    t, decision = deep[0]
+    assert t < 302.0
+    assert decision.compact
+    assert decision.compact_reason == (
+        "right after reclaiming 96.0 MiB while idle, before new allocations settle among the "
+        "freed pages"
+    )
+
+
+def test_idle_a_small_reclaim_leaves_compaction_to_its_back_off(sim):
+    _fragment(sim, 30000)
+    sim.set_cache(active=0, inactive=128 * MIB, slab=0)  # at the floor
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(100, busy_ratio=BUSY)  # compactions at 2, 22, 62 s; the next waits until 142 s
+    driver.run(20, busy_ratio=0.0)  # idle, at the floor
+    sim.set_cache(inactive=168 * MIB)  # 40 MiB above the floor: under compact_min_bytes
+    steps = _idle_reclaims(driver.run(10, busy_ratio=0.0))
+    assert [d.reclaim_bytes for _, d in steps] == [40 * MIB]
+    assert not steps[0][1].compact
+
+
 def test_fragmented_busy_or_idle_it_does_not_drop_dentries_and_inodes(sim):
     # Dropping them (drop_caches=2) before a deep reclaim left more on the host, not less.
     _fragment(sim, 30000)  # stays as fragmented whatever compaction does
