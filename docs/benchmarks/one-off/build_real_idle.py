@@ -55,7 +55,8 @@ The traces of the modes from nobusy on are of 2026-12-07 too, several runs to a 
 headed ### and what code it ran), with /proc/meminfo at rest and at the end and the agent's
 INFO lines: code 3ead80e in nobusy.txt (its first two runs print only the reclaim lines),
 gradual.txt and the by-hand modes'; the agent with the same-tick compaction and step 11 still
-in: fix-agent.txt and fix-nobusy.txt; with it and step 11 turned off: noslab.txt.
+in: fix-agent.txt and fix-nobusy.txt; with it and step 11 turned off: noslab.txt; the
+agent as landed (d700bee): final-agent.txt.
 """
 
 import sys
