@@ -63,7 +63,7 @@ import sys
 import time
 from pathlib import Path
 
-from vmreclaim.bench.runner import agent_launch_script, agent_ready_script, start_agent, stop_agent
+from vmreclaim.bench.runner import AGENT_PID, start_agent, stop_agent
 from vmreclaim.bench.scenarios import build_real
 from vmreclaim.bench.sources import find_source
 from vmreclaim.lab.machine import VirtualMachine
@@ -74,13 +74,19 @@ PROBE = (
     "cat /proc/buddyinfo; grep -E '^(Active|Inactive)\\(file\\)|SReclaimable|MemFree' /proc/meminfo"
 )
 COMPACT = "echo 1 > /proc/sys/vm/compact_memory"
+DROP_SLAB = "echo 2 > /proc/sys/vm/drop_caches"
+
+
+def reclaim(size: str) -> str:
+    return f"echo {size} > /sys/fs/cgroup/memory.reclaim"
+
+
 BY_HAND = {
     "watch": {},
-    "compact": {6: COMPACT, 30: f"echo 2 > /proc/sys/vm/drop_caches; {COMPACT}"},
+    "compact": {6: COMPACT, 30: f"{DROP_SLAB}; {COMPACT}"},
     "reclaim": {
-        6: f"echo 72M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
-        30: "echo 2 > /proc/sys/vm/drop_caches; "
-        f"echo 72M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+        6: f"{reclaim('72M')}; {COMPACT}",
+        30: f"{DROP_SLAB}; {reclaim('72M')}; {COMPACT}",
     },
     "order5": {
         100: "echo 5 > /sys/module/page_reporting/parameters/page_reporting_order; "
@@ -94,31 +100,30 @@ BY_HAND = {
     "agent": {},
     "noslab": {},
     "gradual": {},
-    "onestep": {20: f"echo 256M > /sys/fs/cgroup/memory.reclaim; {COMPACT}"},
-    "exact": {20: f"echo 190M > /sys/fs/cgroup/memory.reclaim; {COMPACT}"},
+    "onestep": {20: f"{reclaim('256M')}; {COMPACT}"},
+    "exact": {20: f"{reclaim('190M')}; {COMPACT}"},
     "compactfirst": {
         0: COMPACT,
-        20: f"echo 90M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
-        70: f"echo 84M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+        20: f"{reclaim('90M')}; {COMPACT}",
+        70: f"{reclaim('84M')}; {COMPACT}",
     },
     "delayed": {
-        20: "echo 90M > /sys/fs/cgroup/memory.reclaim",
+        20: reclaim("90M"),
         50: COMPACT,
-        70: "echo 84M > /sys/fs/cgroup/memory.reclaim",
+        70: reclaim("84M"),
         100: COMPACT,
     },
     "dropfirst": {
-        20: "echo 2 > /proc/sys/vm/drop_caches; "
-        f"echo 90M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
-        70: f"echo 84M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+        20: f"{DROP_SLAB}; {reclaim('90M')}; {COMPACT}",
+        70: f"{reclaim('84M')}; {COMPACT}",
     },
     "twostep": {
-        20: f"echo 90M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
-        70: f"echo 84M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
+        20: f"{reclaim('90M')}; {COMPACT}",
+        70: f"{reclaim('84M')}; {COMPACT}",
     },
     "overask": {
-        90: f"echo 256M > /sys/fs/cgroup/memory.reclaim; {COMPACT}",
-        130: f"echo 2 > /proc/sys/vm/drop_caches; {COMPACT}",
+        90: f"{reclaim('256M')}; {COMPACT}",
+        130: f"{DROP_SLAB}; {COMPACT}",
     },
 }
 BY_HAND_ONLY = ["onestep", "exact", "twostep", "compactfirst", "delayed", "dropfirst"]
@@ -134,7 +139,7 @@ AGENT_INI = {
 
 USED = (  # all of /proc/meminfo on one line, and the agent's resident memory
     "tr -s ' ' < /proc/meminfo | tr '\\n' ' '; "
-    "echo agent RSS $(grep VmRSS /proc/$(cat /tmp/agent.pid)/status 2>/dev/null)"
+    f"echo agent RSS $(grep VmRSS /proc/$(cat {AGENT_PID})/status 2>/dev/null)"
 )
 
 
@@ -167,13 +172,11 @@ config = MachineConfig(
     memory=2048 * MIB, cpus=1, icount=0, scratch_disk=2048 * MIB, scratch_contents=source.directory
 )
 with VirtualMachine(config, None) as vm:
+    ini = None
     if mode in AGENT_INI:
-        vm.check(f"printf '{AGENT_INI[mode]}' > /tmp/agent.ini")
-        arguments = "-vv guest run --policy adaptive --interval 2 --config /tmp/agent.ini"
-        vm.check(agent_launch_script(arguments))
-        vm.check(agent_ready_script(), timeout=60)
-    else:
-        start_agent(vm, POLICY.get(mode, "adaptive"))
+        ini = "/tmp/agent.ini"
+        vm.check(f"printf '{AGENT_INI[mode]}' > {ini}")
+    start_agent(vm, POLICY.get(mode, "adaptive"), config=ini)
     time.sleep(10)
     print(f"rest: footprint {guest_ram(vm.footprint()) / MIB:.0f} MiB; {probe(vm)}", flush=True)
     print(f"rest, used: {vm.check(USED).text}", end="", flush=True)

@@ -293,12 +293,14 @@ def agent_ready_script(log_file: str = AGENT_LOG, pid_file: str = AGENT_PID) -> 
     )
 
 
-def start_agent(vm: VirtualMachine, policy: str) -> None:
+def start_agent(vm: VirtualMachine, policy: str, *, config: str | None = None) -> None:
     """Start the agent in the background and wait until it has started, so that its start
     (python3 and its imports: 2 to 3 s of the one vCPU under --icount 2) falls before the
     recording, as an agent started at boot does, and not in the workload's first seconds: with
-    the pgbench phase on the host's clock it spilled into pgbench's window of comparison."""
-    vm.check(agent_launch_script(f"-vv guest run --policy {policy} --interval 2"))
+    the pgbench phase on the host's clock it spilled into pgbench's window of comparison.
+    `config`: the guest path of an INI file of knobs (`guest run --config`)."""
+    options = "" if config is None else f" --config {config}"
+    vm.check(agent_launch_script(f"-vv guest run --policy {policy} --interval 2{options}"))
     try:
         done = vm.run(agent_ready_script(), timeout=AGENT_START_TIMEOUT_S)
         why = "exited before it started" if not done.ok else ""
