@@ -45,6 +45,19 @@ blocks below order 9 (which free page reporting cannot take) and its reclaimable
            does the wait get stuck?
   dropfirst  as twostep, with unused dentries and inodes dropped (drop_caches=2) right before
            the first reclaim, as the agent's step 11 did in the nobusy traces: does that?
+  pinsbuild  the agent alone, as agent, with guest_pins.py and /proc/pagetypeinfo 30 s after
+           the build (after the agent's last compaction of the build, before its deep idle
+           reclaim) and again 150 s after it: what pins the free memory that the build leaves
+           in partly free blocks, which compaction does not move and the deep reclaim frees?
+  pcp      the agent alone, as agent, and 30 s after the build the per-CPU free lists'
+           ceiling lowered (percpu_pagelist_high_fraction = 100000: high falls to 4 batches)
+           and 16 MiB allocated and freed by dd, so that the next frees flush the lists to the
+           buddy allocator; 10 s later the kernel's default restored: do the pages the lists
+           hold pin the free memory that the build leaves in partly free blocks?
+  churn    as pcp, but only the 16 MiB allocated and freed, the ceiling left alone: is the
+           flush the lowered ceiling's doing?
+  delayedpcp  as delayed, then 130 s after the build the per-CPU lists flushed as in pcp: are
+           they what keeps a deep reclaim compacted late stuck?
 Run from the checkout (about 7 minutes each):
 PYTHONPATH=src .venv/bin/python docs/benchmarks/one-off/build_real_idle.py MODE
 Outputs of 2026-12-02 in build-real-idle/MODE.txt (code 3f9f5cb, before deep idle), printed by
@@ -56,7 +69,9 @@ headed ### and what code it ran), with /proc/meminfo at rest and at the end and 
 INFO lines: code 3ead80e in nobusy.txt (its first two runs print only the reclaim lines),
 gradual.txt and the by-hand modes'; the agent with the same-tick compaction and step 11 still
 in: fix-agent.txt and fix-nobusy.txt; with it and step 11 turned off: noslab.txt; the
-agent as landed (d700bee): final-agent.txt.
+agent as landed (d700bee): final-agent.txt. From the second run of delayed.txt on (code
+a4aeadd), the "used" lines also count the pages on the per-CPU free lists: pinsbuild.txt,
+pcp.txt, churn.txt, delayedpcp.txt.
 """
 
 import sys
@@ -77,6 +92,23 @@ COMPACT = "echo 1 > /proc/sys/vm/compact_memory"
 DROP_SLAB = "echo 2 > /proc/sys/vm/drop_caches"
 
 
+PINS = (
+    f"cat > /tmp/pins.py <<'X'\n{(Path(__file__).parent / 'guest_pins.py').read_text()}"
+    "X\npython3 /tmp/pins.py; cat /proc/pagetypeinfo"
+)
+
+
+# The free pages the per-CPU lists hold: MemFree does not count them, and free page reporting
+# does not see them. Their ceiling ("high") follows the zone's low watermark.
+PCP = (
+    'awk \'$1 == "count:" {n += $2} $1 == "high:" {h += $2} '
+    'END {printf "per-CPU lists %d pages (high %d)\\n", n, h}\' /proc/zoneinfo'
+)
+HIGH_FRACTION = "/proc/sys/vm/percpu_pagelist_high_fraction"
+CHURN = "dd if=/dev/zero of=/dev/null bs=16M count=1 2>/dev/null"
+FLUSH_PCP = f"{PCP}; echo 100000 > {HIGH_FRACTION}; {PCP}; {CHURN}; {PCP}"
+
+
 def reclaim(size: str) -> str:
     return f"echo {size} > /sys/fs/cgroup/memory.reclaim"
 
@@ -92,10 +124,10 @@ BY_HAND = {
         100: "echo 5 > /sys/module/page_reporting/parameters/page_reporting_order; "
         f"{COMPACT}; dd if=/dev/zero of=/dev/null bs=64M count=1 2>/dev/null"
     },
-    "pins": {
-        100: f"cat > /tmp/pins.py <<'X'\n{(Path(__file__).parent / 'guest_pins.py').read_text()}"
-        "X\npython3 /tmp/pins.py; cat /proc/pagetypeinfo"
-    },
+    "pins": {100: PINS},
+    "pinsbuild": {30: PINS, 150: PINS},
+    "pcp": {30: FLUSH_PCP, 40: f"echo 0 > {HIGH_FRACTION}; {PCP}"},
+    "churn": {30: f"{PCP}; {CHURN}; {PCP}"},
     "nobusy": {},
     "agent": {},
     "noslab": {},
@@ -113,6 +145,14 @@ BY_HAND = {
         70: reclaim("84M"),
         100: COMPACT,
     },
+    "delayedpcp": {
+        20: reclaim("90M"),
+        50: COMPACT,
+        70: reclaim("84M"),
+        100: COMPACT,
+        130: FLUSH_PCP,
+        140: f"echo 0 > {HIGH_FRACTION}; {PCP}",
+    },
     "dropfirst": {
         20: f"{DROP_SLAB}; {reclaim('90M')}; {COMPACT}",
         70: f"{reclaim('84M')}; {COMPACT}",
@@ -126,9 +166,9 @@ BY_HAND = {
         130: f"{DROP_SLAB}; {COMPACT}",
     },
 }
-BY_HAND_ONLY = ["onestep", "exact", "twostep", "compactfirst", "delayed", "dropfirst"]
-WATCH_S = {"pins": 110, "gradual": 200}
-AGENT_ONLY = ["order5", "overask", "nobusy", "agent", "noslab"]
+BY_HAND_ONLY = ["onestep", "exact", "twostep", "compactfirst", "delayed", "dropfirst", "delayedpcp"]
+WATCH_S = {"pins": 110, "gradual": 200, "pinsbuild": 170}
+AGENT_ONLY = ["order5", "overask", "nobusy", "agent", "noslab", "pcp", "churn"]
 WATCH_S.update(dict.fromkeys([*AGENT_ONLY, *BY_HAND_ONLY], 160))
 PROBE_EVERY_S = {mode: 10.0 for mode in WATCH_S}
 POLICY = {"gradual": "gradual", **dict.fromkeys(BY_HAND_ONLY, "off")}
@@ -137,8 +177,10 @@ AGENT_INI = {
 }
 
 
-USED = (  # all of /proc/meminfo on one line, and the agent's resident memory
+USED = (  # all of /proc/meminfo on one line, the pages on the per-CPU free lists (which
+    # MemFree does not count), and the agent's resident memory
     "tr -s ' ' < /proc/meminfo | tr '\\n' ' '; "
+    f"{PCP} | tr '\\n' ' '; "
     f"echo agent RSS $(grep VmRSS /proc/$(cat {AGENT_PID})/status 2>/dev/null)"
 )
 
