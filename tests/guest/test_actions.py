@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import pytest
@@ -8,11 +9,16 @@ import pytest
 from vmreclaim.errors import MissingDependencyError, UsageError, VmreclaimError
 from vmreclaim.guest.actions import (
     MAX_RECLAIM_WRITE_BYTES,
+    PCP_FLUSH_BYTES,
+    PCP_FLUSH_FRACTION,
+    _free_own_pages,
     compact_memory,
     drop_caches,
+    flush_percpu_lists,
     plan_reclaim,
     reclaim_cache,
     reclaim_memory,
+    restore_percpu_ceiling,
     restore_swappiness,
     set_reporting_order,
     split_huge_pages,
@@ -27,6 +33,8 @@ MEMORY_RECLAIM = Path("sys/fs/cgroup/memory.reclaim")
 DROP_CACHES = Path("proc/sys/vm/drop_caches")
 SWAPPINESS = Path("proc/sys/vm/swappiness")
 SAVED_SWAPPINESS = Path("run/vmreclaim/swappiness.saved")
+PCP_HIGH_FRACTION = Path("proc/sys/vm/percpu_pagelist_high_fraction")
+COMPACT_MEMORY = Path("proc/sys/vm/compact_memory")
 
 
 class FakeWriter:
@@ -346,6 +354,101 @@ def test_compaction_writes_1_to_compact_memory(tmp_path):
     writer = FakeWriter(tmp_path)
     compact_memory(tmp_path, writer=writer)
     assert writer.writes == [(Path("proc/sys/vm/compact_memory"), "1")]
+
+
+def pcp_ceiling_file(root: Path, value: int) -> Path:
+    path = root / PCP_HIGH_FRACTION
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{value}\n")
+    return path
+
+
+class PageFreer:
+    """Stands in for the agent's own page frees; records what the ceiling was meanwhile."""
+
+    def __init__(self, root: Path, error: Exception | None = None) -> None:
+        self.root = root
+        self.error = error
+        self.calls: list[tuple[int, str]] = []
+
+    def __call__(self, size: int) -> None:
+        self.calls.append((size, (self.root / PCP_HIGH_FRACTION).read_text().strip()))
+        if self.error is not None:
+            raise self.error
+
+
+def test_flushing_the_per_cpu_lists_frees_pages_under_a_lowered_ceiling_then_restores_it(
+    tmp_path,
+):
+    pcp_ceiling_file(tmp_path, 0)
+    writer, freer = FakeWriter(tmp_path, through=True), PageFreer(tmp_path)
+    assert flush_percpu_lists(tmp_path, writer=writer, free_pages=freer)
+    assert freer.calls == [(PCP_FLUSH_BYTES, str(PCP_FLUSH_FRACTION))]
+    assert writer.writes == [(PCP_HIGH_FRACTION, str(PCP_FLUSH_FRACTION)), (PCP_HIGH_FRACTION, "0")]
+
+
+def test_a_ceiling_someone_set_is_put_back_as_it_was(tmp_path):
+    pcp_ceiling_file(tmp_path, 40)
+    writer = FakeWriter(tmp_path, through=True)
+    assert flush_percpu_lists(tmp_path, writer=writer, free_pages=PageFreer(tmp_path))
+    assert (tmp_path / PCP_HIGH_FRACTION).read_text() == "40"
+
+
+def test_the_ceiling_is_restored_when_freeing_pages_fails(tmp_path):
+    pcp_ceiling_file(tmp_path, 0)
+    writer = FakeWriter(tmp_path, through=True)
+    with pytest.raises(MemoryError):
+        flush_percpu_lists(tmp_path, writer=writer, free_pages=PageFreer(tmp_path, MemoryError()))
+    assert writer.writes[-1] == (PCP_HIGH_FRACTION, "0")
+
+
+def test_without_the_ceiling_knob_nothing_is_flushed(tmp_path):
+    writer, freer = FakeWriter(tmp_path), PageFreer(tmp_path)
+    assert not flush_percpu_lists(tmp_path, writer=writer, free_pages=freer)
+    assert writer.writes == []
+    assert freer.calls == []
+
+
+def test_a_read_only_ceiling_skips_the_flush_without_an_error(tmp_path):
+    pcp_ceiling_file(tmp_path, 0)
+    writer, freer = FakeWriter(tmp_path, errors={0: errno.EROFS}), PageFreer(tmp_path)
+    assert not flush_percpu_lists(tmp_path, writer=writer, free_pages=freer)
+    assert freer.calls == []
+
+
+def test_compaction_flushes_the_per_cpu_lists_first(tmp_path):
+    pcp_ceiling_file(tmp_path, 0)
+    writer = FakeWriter(tmp_path, through=True)
+    (tmp_path / COMPACT_MEMORY).write_text("0\n")
+    result = compact_memory(tmp_path, writer=writer, free_pages=PageFreer(tmp_path))
+    assert [path for path, _ in writer.writes] == [
+        PCP_HIGH_FRACTION,
+        PCP_HIGH_FRACTION,
+        COMPACT_MEMORY,
+    ]
+    assert result.flushed
+
+
+def test_a_ceiling_left_lowered_by_a_killed_agent_is_restored_at_start(tmp_path):
+    pcp_ceiling_file(tmp_path, PCP_FLUSH_FRACTION)
+    writer = FakeWriter(tmp_path, through=True)
+    assert restore_percpu_ceiling(tmp_path, writer=writer)
+    assert (tmp_path / PCP_HIGH_FRACTION).read_text() == "0"
+
+
+def test_a_ceiling_at_another_value_is_not_touched_at_start(tmp_path):
+    pcp_ceiling_file(tmp_path, 40)
+    writer = FakeWriter(tmp_path)
+    assert not restore_percpu_ceiling(tmp_path, writer=writer)
+    assert writer.writes == []
+
+
+def test_freeing_its_own_pages_visits_each_cpu_and_leaves_the_affinity_as_it_was():
+    # Runs for real: madvise(MADV_NOHUGEPAGE), the page-by-page writes and the moves from CPU to
+    # CPU; a kernel or Python that refused any of them would fail every compaction's flush.
+    before = os.sched_getaffinity(0)
+    _free_own_pages(PCP_FLUSH_BYTES)
+    assert os.sched_getaffinity(0) == before
 
 
 def test_compaction_missing_from_the_kernel_is_a_missing_dependency(tmp_path):

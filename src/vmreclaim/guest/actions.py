@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import mmap
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,15 @@ MEMORY_RECLAIM_FILE = "/sys/fs/cgroup/memory.reclaim"
 DROP_CACHES_FILE = "/proc/sys/vm/drop_caches"
 COMPACT_MEMORY_FILE = "/proc/sys/vm/compact_memory"
 SWAPPINESS_FILE = "/proc/sys/vm/swappiness"
+# The ceiling of the per-CPU free lists (Linux 5.14+): 0 is the kernel's default, the zone's low
+# watermark shared among its CPUs; a fraction this large brings every ceiling down to its
+# floor, four batches (about 1 MiB).
+PCP_HIGH_FRACTION_FILE = "/proc/sys/vm/percpu_pagelist_high_fraction"
+PCP_FLUSH_FRACTION = 1_000_000
+# Pages this process faults in and unmaps on each CPU while the ceiling is down: their frees are
+# what flush that CPU's lists (each free above the ceiling hands up to a batch of the oldest
+# back; 1,024 frees flush far more than the 55 MiB a list can hold).
+PCP_FLUSH_BYTES = 4 << 20
 # vm.swappiness as it was before a hold, while the hold lasts: an agent killed during a hold
 # (SIGKILL, the OOM killer) leaves it at 0, and the next one to start puts it back from here.
 SAVED_SWAPPINESS_FILE = "/run/vmreclaim/swappiness.saved"
@@ -390,9 +400,85 @@ def split_huge_pages(
     return SplitResult(clock() - start)
 
 
+def _free_own_pages(size: int) -> None:
+    """On each CPU this thread may run on, fault in `size` bytes of anonymous memory in small
+    pages and unmap them: the lists are per CPU, and a page freed goes to its own CPU's list."""
+    allowed = os.sched_getaffinity(0)
+    try:
+        for cpu in sorted(allowed):
+            try:
+                os.sched_setaffinity(0, {cpu})
+            except OSError:  # gone offline meanwhile
+                continue
+            _fault_in_and_unmap(size)
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def _fault_in_and_unmap(size: int) -> None:
+    buffer = mmap.mmap(-1, size)
+    try:
+        if hasattr(mmap, "MADV_NOHUGEPAGE"):  # one huge page would be one free, not 512
+            buffer.madvise(mmap.MADV_NOHUGEPAGE)
+        for offset in range(0, size, mmap.PAGESIZE):
+            buffer[offset] = 1
+    finally:
+        buffer.close()
+
+
+def flush_percpu_lists(
+    root: Path,
+    *,
+    writer: ControlWriter = write_control_file,
+    free_pages: Callable[[int], None] = _free_own_pages,
+) -> bool:
+    """Hand the free pages on the per-CPU lists back to the buddy allocator; False if it cannot.
+
+    The kernel keeps freed pages on per-CPU lists up to a ceiling, the zone's low watermark
+    (55 MiB in a 2 GiB guest with transparent huge pages, which raise the watermarks). MemFree
+    does not count them, free page reporting does not see them, compaction does not move them,
+    and each pins the 2 MiB block it lies in: after a real build, 15 MiB of them held 54 MiB of
+    free memory back from the host until they were flushed (docs/benchmarks.md, build-real).
+    No knob flushes them, so: lower the ceiling, free a few pages of our own (each free above
+    the ceiling flushes the lists' oldest pages), and put the ceiling back.
+    """
+    path = under(root, PCP_HIGH_FRACTION_FILE)
+    before = read_int(root, PCP_HIGH_FRACTION_FILE)
+    if before is None:  # before Linux 5.14, or no /proc
+        return False
+    try:
+        writer(path, str(PCP_FLUSH_FRACTION))
+    except OSError as err:
+        log.debug("cannot lower the per-CPU lists' ceiling through %s: %s", path, err)
+        return False
+    try:
+        free_pages(PCP_FLUSH_BYTES)
+    finally:
+        try:
+            writer(path, str(before))
+        except OSError as err:
+            log.warning("could not restore %s to %d: %s", path, before, err)
+    return True
+
+
+def restore_percpu_ceiling(root: Path, *, writer: ControlWriter = write_control_file) -> bool:
+    """Undo a flush that an agent killed between its two writes left behind: the kernel's
+    default (0) again if the ceiling is still at our fraction. True if it restored it."""
+    if read_int(root, PCP_HIGH_FRACTION_FILE) != PCP_FLUSH_FRACTION:
+        return False
+    log.warning("the per-CPU lists' ceiling was left lowered by a flush that did not finish")
+    try:
+        writer(under(root, PCP_HIGH_FRACTION_FILE), "0")
+    except OSError as err:
+        log.warning("could not restore %s: %s", PCP_HIGH_FRACTION_FILE, err)
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class CompactResult:
     elapsed_s: float
+    flushed: bool = False  # the per-CPU lists were flushed first
 
 
 def compact_memory(
@@ -400,16 +486,19 @@ def compact_memory(
     *,
     clock: Callable[[], float] = time.monotonic,
     writer: ControlWriter = write_control_file,
+    free_pages: Callable[[int], None] = _free_own_pages,
 ) -> CompactResult:
-    """Compact all zones (synchronous) so free memory forms blocks large enough to report."""
+    """Flush the per-CPU free lists, then compact all zones (synchronous), so that free memory
+    forms blocks large enough to report."""
     start = clock()
+    flushed = flush_percpu_lists(root, writer=writer, free_pages=free_pages)
     _write(
         writer,
         under(root, COMPACT_MEMORY_FILE),
         "1",
         "the kernel was built without CONFIG_COMPACTION",
     )
-    return CompactResult(clock() - start)
+    return CompactResult(clock() - start, flushed)
 
 
 def check_reporting_order(order: int) -> None:

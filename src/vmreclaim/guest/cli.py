@@ -19,6 +19,7 @@ from vmreclaim.guest import oneshot, status
 from vmreclaim.guest.actions import (
     DEFAULT_TIME_LIMIT_S,
     check_reporting_order,
+    restore_percpu_ceiling,
     restore_swappiness,
 )
 from vmreclaim.guest.config import AgentConfig, load_settings
@@ -219,6 +220,7 @@ def _run(args: argparse.Namespace) -> int:
         check_directory(textfile.path)
     require_root(args.root, os.geteuid(), command="run")
     restore_swappiness(args.root)
+    restore_percpu_ceiling(args.root)
     if args.root == Path("/"):
         # Only for the real kernel: a test pointing --root at a fake tree keeps its priority.
         lower_priority()

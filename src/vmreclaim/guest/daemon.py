@@ -469,10 +469,11 @@ class Agent:
         if report.compaction is not None:
             old, new = report.before.free, report.after.free if report.after else None
             log.info(
-                "compact: unreportable free %s -> %s in %.2f s; why: %s",
+                "compact: unreportable free %s -> %s in %.2f s%s; why: %s",
                 _size(old.unreportable_bytes if old else None),
                 _size(new.unreportable_bytes if new else None),
                 report.compaction.elapsed_s,
+                ", the per-CPU free lists flushed first" if report.compaction.flushed else "",
                 report.decision.compact_reason or why,
             )
         for error in report.errors:

@@ -23,6 +23,7 @@ from vmreclaim.guest.actions import (
     SplitResult,
     compact_memory,
     reclaim_cache,
+    restore_percpu_ceiling,
     restore_swappiness,
     set_reporting_order,
     split_huge_pages,
@@ -78,6 +79,7 @@ def reclaim_once(
     """Split partly freed huge pages, reclaim cache down to `keep_bytes`, set the reporting order
     if given, then compact."""
     restore_swappiness(root)
+    restore_percpu_ceiling(root)
     before = observe(root, clock, page_size)
     cache = before.reclaimable_cache_bytes
     if cache is None:
