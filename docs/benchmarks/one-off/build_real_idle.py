@@ -71,7 +71,8 @@ gradual.txt and the by-hand modes'; the agent with the same-tick compaction and 
 in: fix-agent.txt and fix-nobusy.txt; with it and step 11 turned off: noslab.txt; the
 agent as landed (d700bee): final-agent.txt. From the second run of delayed.txt on (code
 a4aeadd), the "used" lines also count the pages on the per-CPU free lists: pinsbuild.txt,
-pcp.txt, churn.txt, delayedpcp.txt.
+pcp.txt, churn.txt, delayedpcp.txt; and flush-agent.txt is the agent mode with the agent that
+flushes those lists before every compaction (e3ba002).
 """
 
 import sys
