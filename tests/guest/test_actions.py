@@ -58,11 +58,16 @@ class FakeWriter:
             path.write_text(text)
 
 
-def swappiness_file(root: Path, value: int) -> Path:
-    path = root / SWAPPINESS
+def knob_file(root: Path, knob: Path, value: int) -> Path:
+    """A kernel knob under `root` holding `value`, as the kernel prints it."""
+    path = root / knob
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{value}\n")
     return path
+
+
+def swappiness_file(root: Path, value: int) -> Path:
+    return knob_file(root, SWAPPINESS, value)
 
 
 class FakeClock:
@@ -357,10 +362,7 @@ def test_compaction_writes_1_to_compact_memory(tmp_path):
 
 
 def pcp_ceiling_file(root: Path, value: int) -> Path:
-    path = root / PCP_HIGH_FRACTION
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{value}\n")
-    return path
+    return knob_file(root, PCP_HIGH_FRACTION, value)
 
 
 class PageFreer:
