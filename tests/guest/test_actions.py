@@ -404,6 +404,14 @@ def test_the_ceiling_is_restored_when_freeing_pages_fails(tmp_path):
     assert writer.writes[-1] == (PCP_HIGH_FRACTION, "0")
 
 
+def test_pages_that_cannot_be_mapped_skip_the_flush_and_restore_the_ceiling(tmp_path):
+    pcp_ceiling_file(tmp_path, 0)
+    writer = FakeWriter(tmp_path, through=True)
+    freer = PageFreer(tmp_path, OSError(errno.ENOMEM, "no memory"))
+    assert not flush_percpu_lists(tmp_path, writer=writer, free_pages=freer)
+    assert writer.writes[-1] == (PCP_HIGH_FRACTION, "0")
+
+
 def test_without_the_ceiling_knob_nothing_is_flushed(tmp_path):
     writer, freer = FakeWriter(tmp_path), PageFreer(tmp_path)
     assert not flush_percpu_lists(tmp_path, writer=writer, free_pages=freer)

@@ -14,7 +14,7 @@ import mmap
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -418,8 +418,10 @@ def _free_own_pages(size: int) -> None:
 def _fault_in_and_unmap(size: int) -> None:
     buffer = mmap.mmap(-1, size)
     try:
-        if hasattr(mmap, "MADV_NOHUGEPAGE"):  # one huge page would be one free, not 512
-            buffer.madvise(mmap.MADV_NOHUGEPAGE)
+        # One huge page would be one free, not 512. EINVAL: a kernel without huge pages.
+        if hasattr(mmap, "MADV_NOHUGEPAGE"):
+            with suppress(OSError):
+                buffer.madvise(mmap.MADV_NOHUGEPAGE)
         for offset in range(0, size, mmap.PAGESIZE):
             buffer[offset] = 1
     finally:
@@ -453,6 +455,9 @@ def flush_percpu_lists(
         return False
     try:
         free_pages(PCP_FLUSH_BYTES)
+    except OSError as err:  # no memory to map, a CPU gone: compact without the flush
+        log.debug("could not free pages to flush the per-CPU lists: %s", err)
+        return False
     finally:
         try:
             writer(path, str(before))
