@@ -72,7 +72,7 @@ in: fix-agent.txt and fix-nobusy.txt; with it and step 11 turned off: noslab.txt
 agent as landed (d700bee): final-agent.txt. From the second run of delayed.txt on (code
 a4aeadd), the "used" lines also count the pages on the per-CPU free lists: pinsbuild.txt,
 pcp.txt, churn.txt, delayedpcp.txt; and flush-agent.txt is the agent mode with the agent that
-flushes those lists before every compaction (e3ba002).
+flushes those lists before every compaction (e3ba002, and 73b0d7e for its third run).
 """
 
 import sys
