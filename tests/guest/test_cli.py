@@ -142,6 +142,16 @@ def test_status_text_prints_one_line_per_problem(debian, capsys):
     assert "1.3 GiB" in out  # reportable free memory, printed with units
 
 
+def test_reclaim_flushes_the_per_cpu_lists_before_compacting_and_restores_their_ceiling(
+    debian, capsys
+):
+    debian.write("/proc/sys/vm/percpu_pagelist_high_fraction", "0\n")
+    assert main(["guest", "reclaim", "--json", "--keep", "256M", "--root", str(debian.path)]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["percpu_lists_flushed"] is True
+    assert debian.read("/proc/sys/vm/percpu_pagelist_high_fraction") == "0"
+
+
 def test_status_text_of_a_healthy_guest_says_so(debian, capsys):
     assert main(["guest", "status", "--root", str(debian.path)]) == 0
     assert "no problems found" in capsys.readouterr().out
@@ -154,6 +164,7 @@ def test_reclaim_writes_memory_reclaim_then_compacts(debian, capsys):
     assert document["reclaim"]["requested_bytes"] == cache - 256 * k.MIB
     assert document["reclaim"]["stop"] == "done"
     assert document["compacted"] is True
+    assert document["percpu_lists_flushed"] is False  # this kernel text has no ceiling knob
     assert debian.read("/proc/sys/vm/compact_memory") == "1"
     # the last write: what was left after the 256 MiB writes, page aligned
     requested = cache - 256 * k.MIB
