@@ -358,7 +358,7 @@ def test_drop_caches_rejects_values_the_kernel_does_not_know(tmp_path):
 def test_compaction_writes_1_to_compact_memory(tmp_path):
     writer = FakeWriter(tmp_path)
     compact_memory(tmp_path, writer=writer)
-    assert writer.writes == [(Path("proc/sys/vm/compact_memory"), "1")]
+    assert writer.writes == [(COMPACT_MEMORY, "1")]
 
 
 def pcp_ceiling_file(root: Path, value: int) -> Path:

@@ -480,6 +480,14 @@ def restore_percpu_ceiling(root: Path, *, writer: ControlWriter = write_control_
     return True
 
 
+def undo_unfinished_holds(root: Path) -> None:
+    """At the start of the agent or of a one-shot reclaim: put back the kernel knobs that an
+    agent killed in the middle of an action left changed (vm.swappiness held at 0, the per-CPU
+    lists' ceiling lowered)."""
+    restore_swappiness(root)
+    restore_percpu_ceiling(root)
+
+
 @dataclass(frozen=True)
 class CompactResult:
     elapsed_s: float

@@ -19,8 +19,7 @@ from vmreclaim.guest import oneshot, status
 from vmreclaim.guest.actions import (
     DEFAULT_TIME_LIMIT_S,
     check_reporting_order,
-    restore_percpu_ceiling,
-    restore_swappiness,
+    undo_unfinished_holds,
 )
 from vmreclaim.guest.config import AgentConfig, load_settings
 from vmreclaim.guest.daemon import Agent, stop_on_signals
@@ -219,8 +218,7 @@ def _run(args: argparse.Namespace) -> int:
         textfile = TextfileWriter(Path(settings.agent.textfile_path), settings.agent.policy)
         check_directory(textfile.path)
     require_root(args.root, os.geteuid(), command="run")
-    restore_swappiness(args.root)
-    restore_percpu_ceiling(args.root)
+    undo_unfinished_holds(args.root)
     if args.root == Path("/"):
         # Only for the real kernel: a test pointing --root at a fake tree keeps its priority.
         lower_priority()

@@ -23,10 +23,9 @@ from vmreclaim.guest.actions import (
     SplitResult,
     compact_memory,
     reclaim_cache,
-    restore_percpu_ceiling,
-    restore_swappiness,
     set_reporting_order,
     split_huge_pages,
+    undo_unfinished_holds,
     write_control_file,
 )
 from vmreclaim.guest.observe import FreeSplit, Observation, observe
@@ -78,8 +77,7 @@ def reclaim_once(
 ) -> OneShotReport:
     """Split partly freed huge pages, reclaim cache down to `keep_bytes`, set the reporting order
     if given, then compact."""
-    restore_swappiness(root)
-    restore_percpu_ceiling(root)
+    undo_unfinished_holds(root)
     before = observe(root, clock, page_size)
     cache = before.reclaimable_cache_bytes
     if cache is None:
