@@ -108,6 +108,7 @@ PCP = (
 HIGH_FRACTION = "/proc/sys/vm/percpu_pagelist_high_fraction"
 CHURN = "dd if=/dev/zero of=/dev/null bs=16M count=1 2>/dev/null"
 FLUSH_PCP = f"{PCP}; echo 100000 > {HIGH_FRACTION}; {PCP}; {CHURN}; {PCP}"
+RESTORE_PCP = f"echo 0 > {HIGH_FRACTION}; {PCP}"
 
 
 def reclaim(size: str) -> str:
@@ -127,7 +128,7 @@ BY_HAND = {
     },
     "pins": {100: PINS},
     "pinsbuild": {30: PINS, 150: PINS},
-    "pcp": {30: FLUSH_PCP, 40: f"echo 0 > {HIGH_FRACTION}; {PCP}"},
+    "pcp": {30: FLUSH_PCP, 40: RESTORE_PCP},
     "churn": {30: f"{PCP}; {CHURN}; {PCP}"},
     "nobusy": {},
     "agent": {},
@@ -152,7 +153,7 @@ BY_HAND = {
         70: reclaim("84M"),
         100: COMPACT,
         130: FLUSH_PCP,
-        140: f"echo 0 > {HIGH_FRACTION}; {PCP}",
+        140: RESTORE_PCP,
     },
     "dropfirst": {
         20: f"{DROP_SLAB}; {reclaim('90M')}; {COMPACT}",
