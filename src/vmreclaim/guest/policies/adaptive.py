@@ -57,10 +57,7 @@ Control law, once per tick (dt seconds since the previous one):
    freeing settles, one pass takes them all: on the tick of the last drop, right after it.
    Idle, a reclaim of compact_min_bytes or more is compacted on its own tick, back-off or not,
    as WSL2 gradual does after every step: a pass 30 s later left the host 88-116 MiB above the
-   guest's rest after the real build, in 4 traces of 4 (see _plan_compaction). And when the
-   load stops (a tick at idle_busy_ratio or less) after a pass that ran under it, the first
-   quiet tick compacts again, back-off or not, as WSL2 compacts when idle begins: what was
-   running went on allocating from the blocks that pass formed, then freed its memory. Every pass
+   guest's rest after the real build, in 4 traces of 4 (see _plan_compaction). Every pass
    flushes the kernel's per-CPU free lists first (actions.flush_percpu_lists): their pages pin
    the blocks they lie in, and no compaction moves them.
 9. Huge pages that processes partly freed hold their free part until the deferred split
@@ -224,9 +221,6 @@ class AdaptiveState:
     compact_before_bytes: int | None = None
     compact_baseline_bytes: int | None = None
     compact_failures: int = 0
-    # The last compaction ran on a busy tick; the first quiet tick after it may compact again,
-    # back-off or not (step 8).
-    compacted_under_load: bool = False
     idle_reclaimed: bool = False  # reclaimed in this idle period (unbounded reclaim: only once)
     idle_since: float | None = None  # the first idle tick of this idle period
     deep_reclaimed: bool = False  # step 5's deep idle reclaim ran in this idle period
@@ -268,16 +262,6 @@ def _idle(window: tuple[CpuPoint, ...], config: AdaptiveConfig) -> tuple[bool, s
     return True, f"idle ({percent:.1f} % CPU over {span:.0f} s)"
 
 
-def _quiet_tick(window: tuple[CpuPoint, ...], config: AdaptiveConfig) -> bool:
-    """Whether the guest was quiet (idle_busy_ratio or less) over the last tick alone."""
-    if len(window) < 2:
-        return False
-    before, last = window[-2], window[-1]
-    total = last.total_jiffies - before.total_jiffies
-    busy = own_time_clamped(last.busy_jiffies - before.busy_jiffies)
-    return total > 0 and busy <= config.idle_busy_ratio * total
-
-
 def _decay(floor: int, dt: float, config: AdaptiveConfig) -> int:
     gap = floor - config.min_floor_bytes
     if gap <= 0:
@@ -286,16 +270,9 @@ def _decay(floor: int, dt: float, config: AdaptiveConfig) -> int:
 
 
 def _compaction(
-    obs: Observation,
-    config: AdaptiveConfig,
-    state: AdaptiveState,
-    settling: bool,
-    *,
-    load_stopped: bool = False,
+    obs: Observation, config: AdaptiveConfig, state: AdaptiveState, settling: bool
 ) -> str | None:
-    """Why to compact now, or None. `settling`: busy, and the agent is still freeing cache.
-    `load_stopped`: the last compaction ran under a load that has stopped since; the amount
-    still counts, its interval and back-off do not."""
+    """Why to compact now, or None. `settling`: busy, and the agent is still freeing cache."""
     free = obs.free
     if free is None or not obs.reclaim.compact_memory:
         return None
@@ -304,13 +281,6 @@ def _compaction(
     least = config.busy_compact_min_bytes if settling else config.compact_min_bytes
     if stuck <= least or stuck <= config.compact_min_ratio * total_free:
         return None
-    share = 100 * stuck / total_free
-    why = (
-        f"{fmt(stuck)} free in blocks below order {free.reporting_order} "
-        f"({share:.0f} % of free) cannot be reported"
-    )
-    if load_stopped:
-        return f"{why}, and the load the last pass ran under has stopped"
     wait = config.compact_interval_s
     baseline = state.compact_baseline_bytes
     if baseline is not None and stuck - baseline <= config.compact_min_bytes:
@@ -319,7 +289,11 @@ def _compaction(
     last = state.last_compact_at
     if last is not None and obs.timestamp - last < wait:
         return None
-    return why
+    share = 100 * stuck / total_free
+    return (
+        f"{fmt(stuck)} free in blocks below order {free.reporting_order} "
+        f"({share:.0f} % of free) cannot be reported"
+    )
 
 
 def _split(
@@ -448,7 +422,6 @@ def _plan_compaction(
     settling: bool,
     *,
     idle_step: int = 0,
-    quiet: bool = False,
 ) -> tuple[str | None, AdaptiveState]:
     """(why to compact now or None, the state with this tick's compaction bookkeeping).
 
@@ -465,15 +438,6 @@ def _plan_compaction(
     compacted 2 s later, 20 MiB in 1 of 1; the same reclaims by hand, compacted at once, at most
     28 MiB in 7 of 7, and 30 s later 42 MiB (docs/benchmarks/one-off/build_real_idle.py,
     2026-12-07).
-
-    `quiet`: this tick alone was quiet (_quiet_tick). A pass that ran under load says little of
-    what one does once the load has stopped: the processes that were running still allocated
-    from the blocks it formed, and then freed theirs. So the first quiet tick after a busy pass
-    compacts again when the amount is worth it, whatever that pass's back-off and interval
-    say; this pass is judged as usual. Seen in the benchmark after the real build (2026-12-07,
-    3 runs of 3): the pass while the last compiler step ran took the unreportable free memory
-    from 122-143 to 101-110 MiB, the back-off held the next for 22 s, and that next one, in the
-    quiet, took it from 70-103 to 21-24 MiB.
     """
     now = obs.timestamp
     if state.last_compact_at is not None and state.compact_baseline_bytes is None and obs.free:
@@ -483,8 +447,7 @@ def _plan_compaction(
         if before is not None:
             failures = 0 if before - left >= config.compact_min_bytes else failures + 1
         state = dataclasses.replace(state, compact_baseline_bytes=left, compact_failures=failures)
-    load_stopped = quiet and state.compacted_under_load
-    compact = _compaction(obs, config, state, settling, load_stopped=load_stopped)
+    compact = _compaction(obs, config, state, settling)
     after_reclaim = idle_step >= config.compact_min_bytes
     # A split or this tick's reclaim changes what the compaction faces: not judged.
     judged = compact is not None and not split and not after_reclaim
@@ -511,10 +474,7 @@ def _plan_compaction(
             last_compact_at=now,
             compact_baseline_bytes=None,
             compact_before_bytes=obs.free.unreportable_bytes if obs.free and judged else None,
-            compacted_under_load=not quiet,
         )
-    elif quiet and not settling:  # quiet, with too little to compact: nothing left to redo
-        state = dataclasses.replace(state, compacted_under_load=False)
     return compact, state
 
 
@@ -619,13 +579,7 @@ def _decide_reclaim(
     # otherwise hold it off for good.
     settling = not idle and (freeing or waiting >= config.compact_min_bytes)
     compact, state = _plan_compaction(
-        obs,
-        config,
-        state,
-        split is not None,
-        settling,
-        idle_step=step if idle else 0,
-        quiet=_quiet_tick(state.cpu_window, config),
+        obs, config, state, split is not None, settling, idle_step=step if idle else 0
     )
     if step > 0:
         why = f"{why}; reclaiming {fmt(step)}"
