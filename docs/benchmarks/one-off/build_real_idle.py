@@ -26,6 +26,12 @@ blocks below order 9 (which free page reporting cannot take) and its reclaimable
            nothing while the build runs, as WSL2 gradual, and its idle and deep idle reclaims
            are unchanged. Does reclaim during the build make deep idle get stuck?
   agent    the agent alone, as in the benchmark, watched for 160 s every 10 s.
+  ticks    as agent, printing the agent's whole log (each tick's line, DEBUG included).
+  timing   the agent with its compactions off (no amount reaches its thresholds); by hand,
+           4, 10, 16, 24 and 34 s after the build, a flush of the per-CPU lists and a
+           compaction, each with the kernel's migration counters and the dirty and writeback
+           pages before and after, watched for 50 s every 3 s: does a pass right after the
+           build's end do what one 20 s later does?
   noslab   as agent, without step 11 (its drop of dentries and inodes while idle): does that
            drop leave more stuck? Its traces ran with a knob that turned step 11 off, which
            did not land: the agent lost step 11 in d47b225, so today this is the same as agent.
@@ -73,6 +79,8 @@ agent as landed (d700bee): final-agent.txt. From the second run of delayed.txt o
 a4aeadd), the "used" lines also count the pages on the per-CPU free lists: pinsbuild.txt,
 pcp.txt, churn.txt, delayedpcp.txt; and flush-agent.txt is the agent mode with the agent that
 flushes those lists before every compaction (e3ba002, and 73b0d7e for its third run).
+timing.txt, and quiet-agent.txt (modes agent and ticks with an agent that compacted again once
+the load stopped, 1ddf791, reverted in 0fe9969): the pass when the load stops.
 """
 
 import sys
@@ -111,6 +119,16 @@ FLUSH_PCP = f"{PCP}; echo 100000 > {HIGH_FRACTION}; {PCP}; {CHURN}; {PCP}"
 RESTORE_PCP = f"echo 0 > {HIGH_FRACTION}; {PCP}"
 
 
+# One flush and compaction with what it did: the kernel's migration and compaction counters
+# before and after, and the dirty and writeback pages (which may wait to be migrated).
+MIGRATION = (
+    "grep -E '^(pgmigrate_(success|fail)|compact_(isolated|migrate_scanned|free_scanned))' "
+    "/proc/vmstat | tr '\\n' ' '; grep -E '^(Dirty|Writeback):' /proc/meminfo | tr -s ' ' | "
+    "tr '\\n' ' '; echo"
+)
+TIMED_PASS = f"{MIGRATION}; {FLUSH_PCP}; {COMPACT}; {RESTORE_PCP}; {MIGRATION}"
+
+
 def reclaim(size: str) -> str:
     return f"echo {size} > /sys/fs/cgroup/memory.reclaim"
 
@@ -132,6 +150,7 @@ BY_HAND = {
     "churn": {30: f"{PCP}; {CHURN}; {PCP}"},
     "nobusy": {},
     "agent": {},
+    "ticks": {},
     "noslab": {},
     "gradual": {},
     "onestep": {20: f"{reclaim('256M')}; {COMPACT}"},
@@ -163,6 +182,7 @@ BY_HAND = {
         20: f"{reclaim('90M')}; {COMPACT}",
         70: f"{reclaim('84M')}; {COMPACT}",
     },
+    "timing": dict.fromkeys([4, 10, 16, 24, 34], TIMED_PASS),
     "overask": {
         90: f"{reclaim('256M')}; {COMPACT}",
         130: f"{DROP_SLAB}; {COMPACT}",
@@ -170,12 +190,16 @@ BY_HAND = {
 }
 BY_HAND_ONLY = ["onestep", "exact", "twostep", "compactfirst", "delayed", "dropfirst", "delayedpcp"]
 WATCH_S = {"pins": 110, "gradual": 200, "pinsbuild": 170}
-AGENT_ONLY = ["order5", "overask", "nobusy", "agent", "noslab", "pcp", "churn"]
+AGENT_ONLY = ["order5", "overask", "nobusy", "agent", "noslab", "pcp", "churn", "timing", "ticks"]
+WHOLE_LOG = ["ticks"]
 WATCH_S.update(dict.fromkeys([*AGENT_ONLY, *BY_HAND_ONLY], 160))
 PROBE_EVERY_S = {mode: 10.0 for mode in WATCH_S}
+WATCH_S["timing"], PROBE_EVERY_S["timing"] = 50, 3.0
 POLICY = {"gradual": "gradual", **dict.fromkeys(BY_HAND_ONLY, "off")}
 AGENT_INI = {
     "nobusy": "[adaptive]\nbusy_max_step_bytes = 0\ndrop_behind_age_s = 0\n",
+    # Its compactions off (no amount reaches these), the rest of the law as landed.
+    "timing": "[adaptive]\ncompact_min_bytes = 1T\nbusy_compact_min_bytes = 1T\n",
 }
 
 
@@ -239,5 +263,8 @@ with VirtualMachine(config, None) as vm:
         time.sleep(PROBE_EVERY_S.get(mode, 1.5))
     print(f"end, used: {vm.check(USED).text}", end="", flush=True)
     _, log = stop_agent(vm)
-    print("the agent's log, INFO lines:", flush=True)
-    print("\n".join(line for line in log.splitlines() if " INFO " in line), flush=True)
+    if mode in WHOLE_LOG:
+        print(f"the agent's log:\n{log}", flush=True)
+    else:
+        print("the agent's log, INFO lines:", flush=True)
+        print("\n".join(line for line in log.splitlines() if " INFO " in line), flush=True)
