@@ -27,6 +27,8 @@ blocks below order 9 (which free page reporting cannot take) and its reclaimable
            are unchanged. Does reclaim during the build make deep idle get stuck?
   agent    the agent alone, as in the benchmark, watched for 160 s every 10 s.
   ticks    as agent, printing the agent's whole log (each tick's line, DEBUG included).
+  interval5  as ticks, with the agent's compact_interval_s at 5 s: a pass that did not shrink
+           the unreportable free memory by 64 MiB is retried 10 s later instead of 20 s.
   timing   the agent with its compactions off (no amount reaches its thresholds); by hand,
            4, 10, 16, 24 and 34 s after the build, a flush of the per-CPU lists and a
            compaction, each with the kernel's migration counters and the dirty and writeback
@@ -80,7 +82,8 @@ a4aeadd), the "used" lines also count the pages on the per-CPU free lists: pinsb
 pcp.txt, churn.txt, delayedpcp.txt; and flush-agent.txt is the agent mode with the agent that
 flushes those lists before every compaction (e3ba002, and 73b0d7e for its third run).
 timing.txt, and quiet-agent.txt (modes agent and ticks with an agent that compacted again once
-the load stopped, 1ddf791, reverted in 0fe9969): the pass when the load stops.
+the load stopped, 1ddf791, reverted in 0fe9969) and interval5.txt: the pass when the load
+stops.
 """
 
 import sys
@@ -151,6 +154,7 @@ BY_HAND = {
     "nobusy": {},
     "agent": {},
     "ticks": {},
+    "interval5": {},
     "noslab": {},
     "gradual": {},
     "onestep": {20: f"{reclaim('256M')}; {COMPACT}"},
@@ -190,8 +194,11 @@ BY_HAND = {
 }
 BY_HAND_ONLY = ["onestep", "exact", "twostep", "compactfirst", "delayed", "dropfirst", "delayedpcp"]
 WATCH_S = {"pins": 110, "gradual": 200, "pinsbuild": 170}
-AGENT_ONLY = ["order5", "overask", "nobusy", "agent", "noslab", "pcp", "churn", "timing", "ticks"]
-WHOLE_LOG = ["ticks"]
+AGENT_ONLY = [
+    *["order5", "overask", "nobusy", "agent", "noslab", "pcp", "churn", "timing", "ticks"],
+    "interval5",
+]
+WHOLE_LOG = ["ticks", "interval5"]
 WATCH_S.update(dict.fromkeys([*AGENT_ONLY, *BY_HAND_ONLY], 160))
 PROBE_EVERY_S = {mode: 10.0 for mode in WATCH_S}
 WATCH_S["timing"], PROBE_EVERY_S["timing"] = 50, 3.0
@@ -200,6 +207,8 @@ AGENT_INI = {
     "nobusy": "[adaptive]\nbusy_max_step_bytes = 0\ndrop_behind_age_s = 0\n",
     # Its compactions off (no amount reaches these), the rest of the law as landed.
     "timing": "[adaptive]\ncompact_min_bytes = 1T\nbusy_compact_min_bytes = 1T\n",
+    # A pass that did not help retried after 10 s instead of 20 s.
+    "interval5": "[adaptive]\ncompact_interval_s = 5\n",
 }
 
 
