@@ -195,7 +195,15 @@ BY_HAND = {
 BY_HAND_ONLY = ["onestep", "exact", "twostep", "compactfirst", "delayed", "dropfirst", "delayedpcp"]
 WATCH_S = {"pins": 110, "gradual": 200, "pinsbuild": 170}
 AGENT_ONLY = [
-    *["order5", "overask", "nobusy", "agent", "noslab", "pcp", "churn", "timing", "ticks"],
+    "order5",
+    "overask",
+    "nobusy",
+    "agent",
+    "noslab",
+    "pcp",
+    "churn",
+    "timing",
+    "ticks",
     "interval5",
 ]
 WHOLE_LOG = ["ticks", "interval5"]
