@@ -34,6 +34,8 @@ blocks below order 9 (which free page reporting cannot take) and its reclaimable
            compaction, each with the kernel's migration counters and the dirty and writeback
            pages before and after, watched for 50 s every 3 s: does a pass right after the
            build's end do what one 20 s later does?
+  atend    as timing, with the passes at 0, 4 and 10 s after the build: does a pass the moment
+           the load stops do little, as the agent's did about 5 s after its pass under load?
   noslab   as agent, without step 11 (its drop of dentries and inodes while idle): does that
            drop leave more stuck? Its traces ran with a knob that turned step 11 off, which
            did not land: the agent lost step 11 in d47b225, so today this is the same as agent.
@@ -83,7 +85,7 @@ pcp.txt, churn.txt, delayedpcp.txt; and flush-agent.txt is the agent mode with t
 flushes those lists before every compaction (e3ba002, and 73b0d7e for its third run).
 timing.txt, and quiet-agent.txt (modes agent and ticks with an agent that compacted again once
 the load stopped, 1ddf791, reverted in 0fe9969) and interval5.txt: the pass when the load
-stops.
+stops. atend.txt (code c044c15): a pass the moment the build ends, with none before it.
 """
 
 import sys
@@ -187,6 +189,7 @@ BY_HAND = {
         70: f"{reclaim('84M')}; {COMPACT}",
     },
     "timing": dict.fromkeys([4, 10, 16, 24, 34], TIMED_PASS),
+    "atend": dict.fromkeys([0, 4, 10], TIMED_PASS),
     "overask": {
         90: f"{reclaim('256M')}; {COMPACT}",
         130: f"{DROP_SLAB}; {COMPACT}",
@@ -203,18 +206,21 @@ AGENT_ONLY = [
     "pcp",
     "churn",
     "timing",
+    "atend",
     "ticks",
     "interval5",
 ]
 WHOLE_LOG = ["ticks", "interval5"]
 WATCH_S.update(dict.fromkeys([*AGENT_ONLY, *BY_HAND_ONLY], 160))
 PROBE_EVERY_S = {mode: 10.0 for mode in WATCH_S}
-WATCH_S["timing"], PROBE_EVERY_S["timing"] = 50, 3.0
+for timed in ("timing", "atend"):
+    WATCH_S[timed], PROBE_EVERY_S[timed] = 50, 3.0
 POLICY = {"gradual": "gradual", **dict.fromkeys(BY_HAND_ONLY, "off")}
 AGENT_INI = {
     "nobusy": "[adaptive]\nbusy_max_step_bytes = 0\ndrop_behind_age_s = 0\n",
     # Its compactions off (no amount reaches these), the rest of the law as landed.
     "timing": "[adaptive]\ncompact_min_bytes = 1T\nbusy_compact_min_bytes = 1T\n",
+    "atend": "[adaptive]\ncompact_min_bytes = 1T\nbusy_compact_min_bytes = 1T\n",
     # A pass that did not help retried after 10 s instead of 20 s.
     "interval5": "[adaptive]\ncompact_interval_s = 5\n",
 }
