@@ -36,6 +36,15 @@ blocks below order 9 (which free page reporting cannot take) and its reclaimable
            build's end do what one 20 s later does?
   atend    as timing, with the passes at 0, 4 and 10 s after the build: does a pass the moment
            the load stops do little, as the agent's did about 5 s after its pass under load?
+  afterbusy  the agent with one compaction at most (compact_interval_s = 1000: its pass in the
+           build, if any); by hand 6 and 30 s after the build, a pass as in timing and then
+           guest_pins.py and /proc/pagetypeinfo: after a pass under load, why does one soon
+           after the build do little and one 20-30 s after do much?
+  restorefirst  as timing, but 4 s after the build the pass in the agent's order (the lists
+           flushed and their ceiling put back, then the compaction; timing keeps the ceiling
+           down through the compaction), with the lists' size after it; 10 s after the build
+           a flush alone, no compaction: do the pages that a compaction frees refill the lists
+           and pin the blocks it emptied?
   noslab   as agent, without step 11 (its drop of dentries and inodes while idle): does that
            drop leave more stuck? Its traces ran with a knob that turned step 11 off, which
            did not land: the agent lost step 11 in d47b225, so today this is the same as agent.
@@ -86,6 +95,9 @@ flushes those lists before every compaction (e3ba002, and 73b0d7e for its third 
 timing.txt, and quiet-agent.txt (modes agent and ticks with an agent that compacted again once
 the load stopped, 1ddf791, reverted in 0fe9969) and interval5.txt: the pass when the load
 stops. atend.txt (code c044c15): a pass the moment the build ends, with none before it.
+loadstop-agent.txt (mode ticks, code b71a322: one more pass 10 s after the one under load once
+the load stops, reverted), afterbusy.txt and restorefirst.txt: the lists refilled by what a
+compaction frees.
 """
 
 import sys
@@ -190,6 +202,11 @@ BY_HAND = {
     },
     "timing": dict.fromkeys([4, 10, 16, 24, 34], TIMED_PASS),
     "atend": dict.fromkeys([0, 4, 10], TIMED_PASS),
+    "afterbusy": dict.fromkeys([6, 30], f"{TIMED_PASS}; {PINS}"),
+    "restorefirst": {
+        4: f"{MIGRATION}; {FLUSH_PCP}; {RESTORE_PCP}; {COMPACT}; {PCP}; {MIGRATION}",
+        10: f"{FLUSH_PCP}; {RESTORE_PCP}",
+    },
     "overask": {
         90: f"{reclaim('256M')}; {COMPACT}",
         130: f"{DROP_SLAB}; {COMPACT}",
@@ -207,13 +224,15 @@ AGENT_ONLY = [
     "churn",
     "timing",
     "atend",
+    "afterbusy",
+    "restorefirst",
     "ticks",
     "interval5",
 ]
-WHOLE_LOG = ["ticks", "interval5"]
+WHOLE_LOG = ["ticks", "interval5", "afterbusy"]
 WATCH_S.update(dict.fromkeys([*AGENT_ONLY, *BY_HAND_ONLY], 160))
 PROBE_EVERY_S = {mode: 10.0 for mode in WATCH_S}
-for timed in ("timing", "atend"):
+for timed in ("timing", "atend", "afterbusy", "restorefirst"):
     WATCH_S[timed], PROBE_EVERY_S[timed] = 50, 3.0
 POLICY = {"gradual": "gradual", **dict.fromkeys(BY_HAND_ONLY, "off")}
 AGENT_INI = {
@@ -221,6 +240,9 @@ AGENT_INI = {
     # Its compactions off (no amount reaches these), the rest of the law as landed.
     "timing": "[adaptive]\ncompact_min_bytes = 1T\nbusy_compact_min_bytes = 1T\n",
     "atend": "[adaptive]\ncompact_min_bytes = 1T\nbusy_compact_min_bytes = 1T\n",
+    "restorefirst": "[adaptive]\ncompact_min_bytes = 1T\nbusy_compact_min_bytes = 1T\n",
+    # One pass at most: the first, if one comes in the build.
+    "afterbusy": "[adaptive]\ncompact_interval_s = 1000\n",
     # A pass that did not help retried after 10 s instead of 20 s.
     "interval5": "[adaptive]\ncompact_interval_s = 5\n",
 }
