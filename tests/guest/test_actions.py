@@ -14,7 +14,7 @@ from vmreclaim.guest.actions import (
     _free_own_pages,
     compact_memory,
     drop_caches,
-    flush_percpu_lists,
+    percpu_lists_flushed,
     plan_reclaim,
     reclaim_cache,
     reclaim_memory,
@@ -379,42 +379,59 @@ class PageFreer:
             raise self.error
 
 
-def test_flushing_the_per_cpu_lists_frees_pages_under_a_lowered_ceiling_then_restores_it(
+def test_flushing_the_per_cpu_lists_frees_pages_under_a_lowered_ceiling_kept_until_the_end(
     tmp_path,
 ):
     pcp_ceiling_file(tmp_path, 0)
     writer, freer = FakeWriter(tmp_path, through=True), PageFreer(tmp_path)
-    assert flush_percpu_lists(tmp_path, writer=writer, free_pages=freer)
-    assert freer.calls == [(PCP_FLUSH_BYTES, str(PCP_FLUSH_FRACTION))]
+    with percpu_lists_flushed(tmp_path, writer=writer, free_pages=freer) as flushed:
+        assert flushed
+        assert freer.calls == [(PCP_FLUSH_BYTES, str(PCP_FLUSH_FRACTION))]
+        # Still down inside: what the block frees goes on flushing the lists.
+        assert (tmp_path / PCP_HIGH_FRACTION).read_text() == str(PCP_FLUSH_FRACTION)
     assert writer.writes == [(PCP_HIGH_FRACTION, str(PCP_FLUSH_FRACTION)), (PCP_HIGH_FRACTION, "0")]
 
 
 def test_a_ceiling_someone_set_is_put_back_as_it_was(tmp_path):
     pcp_ceiling_file(tmp_path, 40)
     writer = FakeWriter(tmp_path, through=True)
-    assert flush_percpu_lists(tmp_path, writer=writer, free_pages=PageFreer(tmp_path))
+    with percpu_lists_flushed(tmp_path, writer=writer, free_pages=PageFreer(tmp_path)) as flushed:
+        assert flushed
     assert (tmp_path / PCP_HIGH_FRACTION).read_text() == "40"
 
 
 def test_the_ceiling_is_restored_when_freeing_pages_fails(tmp_path):
     pcp_ceiling_file(tmp_path, 0)
     writer = FakeWriter(tmp_path, through=True)
-    with pytest.raises(MemoryError):
-        flush_percpu_lists(tmp_path, writer=writer, free_pages=PageFreer(tmp_path, MemoryError()))
+    freer = PageFreer(tmp_path, MemoryError())
+    held = percpu_lists_flushed(tmp_path, writer=writer, free_pages=freer)
+    with pytest.raises(MemoryError), held:
+        pass
     assert writer.writes[-1] == (PCP_HIGH_FRACTION, "0")
+
+
+def test_the_ceiling_is_restored_when_the_block_fails(tmp_path):
+    pcp_ceiling_file(tmp_path, 0)
+    writer = FakeWriter(tmp_path, through=True)
+    held = percpu_lists_flushed(tmp_path, writer=writer, free_pages=PageFreer(tmp_path))
+    with pytest.raises(KeyboardInterrupt), held:
+        raise KeyboardInterrupt
+    assert (tmp_path / PCP_HIGH_FRACTION).read_text() == "0"
 
 
 def test_pages_that_cannot_be_mapped_skip_the_flush_and_restore_the_ceiling(tmp_path):
     pcp_ceiling_file(tmp_path, 0)
     writer = FakeWriter(tmp_path, through=True)
     freer = PageFreer(tmp_path, OSError(errno.ENOMEM, "no memory"))
-    assert not flush_percpu_lists(tmp_path, writer=writer, free_pages=freer)
+    with percpu_lists_flushed(tmp_path, writer=writer, free_pages=freer) as flushed:
+        assert not flushed
     assert writer.writes[-1] == (PCP_HIGH_FRACTION, "0")
 
 
 def test_without_the_ceiling_knob_nothing_is_flushed(tmp_path):
     writer, freer = FakeWriter(tmp_path), PageFreer(tmp_path)
-    assert not flush_percpu_lists(tmp_path, writer=writer, free_pages=freer)
+    with percpu_lists_flushed(tmp_path, writer=writer, free_pages=freer) as flushed:
+        assert not flushed
     assert writer.writes == []
     assert freer.calls == []
 
@@ -422,21 +439,31 @@ def test_without_the_ceiling_knob_nothing_is_flushed(tmp_path):
 def test_a_read_only_ceiling_skips_the_flush_without_an_error(tmp_path):
     pcp_ceiling_file(tmp_path, 0)
     writer, freer = FakeWriter(tmp_path, errors={0: errno.EROFS}), PageFreer(tmp_path)
-    assert not flush_percpu_lists(tmp_path, writer=writer, free_pages=freer)
+    with percpu_lists_flushed(tmp_path, writer=writer, free_pages=freer) as flushed:
+        assert not flushed
     assert freer.calls == []
 
 
-def test_compaction_flushes_the_per_cpu_lists_first(tmp_path):
+def test_compaction_flushes_the_per_cpu_lists_first_and_runs_with_their_ceiling_down(tmp_path):
+    """The pages a compaction frees must not refill the lists and pin the blocks it emptied."""
     pcp_ceiling_file(tmp_path, 0)
     writer = FakeWriter(tmp_path, through=True)
     (tmp_path / COMPACT_MEMORY).write_text("0\n")
     result = compact_memory(tmp_path, writer=writer, free_pages=PageFreer(tmp_path))
-    assert [path for path, _ in writer.writes] == [
-        PCP_HIGH_FRACTION,
-        PCP_HIGH_FRACTION,
-        COMPACT_MEMORY,
+    assert writer.writes == [
+        (PCP_HIGH_FRACTION, str(PCP_FLUSH_FRACTION)),
+        (COMPACT_MEMORY, "1"),
+        (PCP_HIGH_FRACTION, "0"),
     ]
     assert result.flushed
+
+
+def test_a_kernel_without_compaction_gets_the_ceiling_back(tmp_path):
+    pcp_ceiling_file(tmp_path, 0)
+    writer = FakeWriter(tmp_path, through=True, errors={1: errno.ENOENT})
+    with pytest.raises(MissingDependencyError):
+        compact_memory(tmp_path, writer=writer, free_pages=PageFreer(tmp_path))
+    assert (tmp_path / PCP_HIGH_FRACTION).read_text() == "0"
 
 
 def test_a_ceiling_left_lowered_by_a_killed_agent_is_restored_at_start(tmp_path):

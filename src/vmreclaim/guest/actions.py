@@ -428,13 +428,15 @@ def _fault_in_and_unmap(size: int) -> None:
         buffer.close()
 
 
-def flush_percpu_lists(
+@contextmanager
+def percpu_lists_flushed(
     root: Path,
     *,
     writer: ControlWriter = write_control_file,
     free_pages: Callable[[int], None] = _free_own_pages,
-) -> bool:
-    """Hand the free pages on the per-CPU lists back to the buddy allocator; False if it cannot.
+) -> Iterator[bool]:
+    """Hand the free pages on the per-CPU lists back to the buddy allocator, and keep the lists
+    near empty until the block ends; yields False if it cannot flush them.
 
     The kernel keeps freed pages on per-CPU lists up to a ceiling, the zone's low watermark
     (55 MiB in a 2 GiB guest with transparent huge pages, which raise the watermarks). MemFree
@@ -442,28 +444,37 @@ def flush_percpu_lists(
     and each pins the 2 MiB block it lies in: after a real build, 15 MiB of them held 54 MiB of
     free memory back from the host until they were flushed (docs/benchmarks.md, build-real).
     No knob flushes them, so: lower the ceiling, free a few pages of our own (each free above
-    the ceiling flushes the lists' oldest pages), and put the ceiling back.
+    the ceiling flushes the lists' oldest pages), and put the ceiling back when the block ends.
+    Held down through a compaction, because the pages a compaction frees (the old places of
+    those it moves) go to these lists too, and pin the very blocks it emptied: with the ceiling
+    put back first, a pass after the real build left 53-70 MiB unreportable, until the next
+    pass's flush returned 43 MiB of it in 0.02 s (docs/benchmarks/one-off/build_real_idle.py).
     """
     path = under(root, PCP_HIGH_FRACTION_FILE)
     before = read_int(root, PCP_HIGH_FRACTION_FILE)
     if before is None:  # before Linux 5.14, or no /proc
-        return False
+        yield False
+        return
     try:
         writer(path, str(PCP_FLUSH_FRACTION))
     except OSError as err:
         log.debug("cannot lower the per-CPU lists' ceiling through %s: %s", path, err)
-        return False
+        yield False
+        return
     try:
-        free_pages(PCP_FLUSH_BYTES)
-    except OSError as err:  # no memory to map, a CPU gone: compact without the flush
-        log.debug("could not free pages to flush the per-CPU lists: %s", err)
-        return False
+        try:
+            free_pages(PCP_FLUSH_BYTES)
+        except OSError as err:  # no memory to map, a CPU gone: the ceiling alone, no flush
+            log.debug("could not free pages to flush the per-CPU lists: %s", err)
+            flushed = False
+        else:
+            flushed = True
+        yield flushed
     finally:
         try:
             writer(path, str(before))
         except OSError as err:
             log.warning("could not restore %s to %d: %s", path, before, err)
-    return True
 
 
 def restore_percpu_ceiling(root: Path, *, writer: ControlWriter = write_control_file) -> bool:
@@ -501,16 +512,16 @@ def compact_memory(
     writer: ControlWriter = write_control_file,
     free_pages: Callable[[int], None] = _free_own_pages,
 ) -> CompactResult:
-    """Flush the per-CPU free lists, then compact all zones (synchronous), so that free memory
-    forms blocks large enough to report."""
+    """Flush the per-CPU free lists, then compact all zones (synchronous) with the lists held
+    near empty, so that free memory forms blocks large enough to report."""
     start = clock()
-    flushed = flush_percpu_lists(root, writer=writer, free_pages=free_pages)
-    _write(
-        writer,
-        under(root, COMPACT_MEMORY_FILE),
-        "1",
-        "the kernel was built without CONFIG_COMPACTION",
-    )
+    with percpu_lists_flushed(root, writer=writer, free_pages=free_pages) as flushed:
+        _write(
+            writer,
+            under(root, COMPACT_MEMORY_FILE),
+            "1",
+            "the kernel was built without CONFIG_COMPACTION",
+        )
     return CompactResult(clock() - start, flushed)
 
 

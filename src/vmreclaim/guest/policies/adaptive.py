@@ -58,8 +58,9 @@ Control law, once per tick (dt seconds since the previous one):
    Idle, a reclaim of compact_min_bytes or more is compacted on its own tick, back-off or not,
    as WSL2 gradual does after every step: a pass 30 s later left the host 88-116 MiB above the
    guest's rest after the real build, in 4 traces of 4 (see _plan_compaction). Every pass
-   flushes the kernel's per-CPU free lists first (actions.flush_percpu_lists): their pages pin
-   the blocks they lie in, and no compaction moves them.
+   flushes the kernel's per-CPU free lists first and keeps them near empty through it
+   (actions.percpu_lists_flushed): their pages pin the blocks they lie in, no compaction moves
+   them, and the pages a pass frees would go there and pin the blocks it emptied.
 9. Huge pages that processes partly freed hold their free part until the deferred split
    shrinker runs, which the kernel does under memory pressure only. When they hold more than
    thp_split_min_bytes, split them (busy or idle: it costs no page cache, see
