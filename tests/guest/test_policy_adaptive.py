@@ -306,6 +306,56 @@ def test_compactions_are_at_least_the_interval_apart(sim):
     assert _compaction_times(driver.run(50, busy_ratio=BUSY)) == [12.0, 52.0]
 
 
+def test_when_the_load_stops_a_pass_comes_the_interval_after_the_busy_one_whatever_the_back_off(
+    sim,
+):
+    """A pass under load says little of one after it: what ran freed its memory since."""
+    _fragment(sim, 30000)  # stays as fragmented whatever compaction does
+    sim.set_cache(active=0, inactive=0, slab=0)
+    driver = PolicyDriver(sim, ADAPTIVE)
+    assert _compaction_times(driver.run(24, busy_ratio=BUSY)) == [2.0, 22.0]  # next: 62 s
+    log = driver.run(100, busy_ratio=0.0)  # quiet from 24 s on
+    compactions = [(t, d.compact_reason) for t, d in log if d.compact]
+    # Not on the first quiet tick, 2 s after the busy pass: the 10 s interval after it.
+    assert compactions[0] == (
+        32.0,
+        "134.4 MiB free in blocks below order 9 (63 % of free) cannot be reported, and the load "
+        "the last pass ran under has stopped",
+    )
+    # Once: that pass ran in the quiet and did not help either, so the back-off goes on from it
+    # (the third failure in a row: 80 s).
+    assert [t for t, _ in compactions] == [32.0, 112.0]
+
+
+def test_when_the_load_stops_less_unreportable_is_worth_a_pass(sim):
+    """56 MiB unreportable: under the 64 MiB a pass needs, over the 32 MiB it needs then."""
+    _fragment(sim, 30000)
+    sim.set_cache(active=0, inactive=0, slab=0)
+    driver = PolicyDriver(sim, ADAPTIVE)
+    assert _compaction_times(driver.run(24, busy_ratio=BUSY)) == [2.0, 22.0]
+    _fragment(sim, 10000)  # what ran under that pass freed its memory: 56 MiB left
+    assert not _compaction_times(driver.run(30, busy_ratio=BUSY))
+    assert _compaction_times(driver.run(30, busy_ratio=0.0)) == [56.0]  # the first quiet tick
+
+
+def test_a_guest_quiet_all_along_compacts_on_the_back_off_alone(sim):
+    _fragment(sim, 30000)
+    sim.set_cache(active=0, inactive=0, slab=0)  # no deep idle reclaim to compact after
+    driver = PolicyDriver(sim, ADAPTIVE)
+    assert _compaction_times(driver.run(150, busy_ratio=0.0)) == [2.0, 22.0, 62.0, 142.0]
+
+
+def test_the_load_stopping_with_little_unreportable_leaves_the_back_off_as_it_was(sim):
+    _fragment(sim, 30000)
+    sim.set_cache(active=0, inactive=0, slab=0)
+    driver = PolicyDriver(sim, ADAPTIVE)
+    driver.run(30, busy_ratio=BUSY)  # compactions at 2 and 22 s under load; the next at 62 s
+    _fragment(sim, 3000)  # 29 MiB unreportable when the load stops: not worth a pass
+    assert not _compaction_times(driver.run(4, busy_ratio=0.0))
+    _fragment(sim, 30000)  # back to what the last pass left: not growth, the back-off holds
+    assert _compaction_times(driver.run(40, busy_ratio=0.0)) == [62.0]
+
+
 def test_busy_it_waits_for_its_own_freeing_to_settle_before_compacting(sim):
     """95 MiB unreportable: worth a pass, but not while each reclaim leaves new small blocks."""
     _fragment(sim, 20000)

@@ -57,7 +57,10 @@ Control law, once per tick (dt seconds since the previous one):
    freeing settles, one pass takes them all: on the tick of the last drop, right after it.
    Idle, a reclaim of compact_min_bytes or more is compacted on its own tick, back-off or not,
    as WSL2 gradual does after every step: a pass 30 s later left the host 88-116 MiB above the
-   guest's rest after the real build, in 4 traces of 4 (see _plan_compaction). Every pass
+   guest's rest after the real build, in 4 traces of 4 (see _plan_compaction). And when the
+   load stops (a tick at idle_busy_ratio or less) after a pass that ran under it, one more
+   pass comes compact_interval_s after that one, back-off or not, from quiet_compact_min_bytes
+   up: what was running has freed its memory since (see _plan_compaction). Every pass
    flushes the kernel's per-CPU free lists first and keeps them near empty through it
    (actions.percpu_lists_flushed): their pages pin the blocks they lie in, no compaction moves
    them, and the pages a pass frees would go there and pin the blocks it emptied.
@@ -87,7 +90,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 from vmreclaim.guest.actions import MAX_RECLAIM_WRITE_BYTES, plan_reclaim
-from vmreclaim.guest.observe import Observation
+from vmreclaim.guest.observe import FreeSplit, Observation
 from vmreclaim.guest.policies.base import (
     CACHE_PARTS,
     CPU_PARTS,
@@ -146,6 +149,11 @@ class AdaptiveConfig:
     # chosen), and one compaction returned 80 MiB more to the host.
     compact_min_bytes: int = 64 << 20
     compact_min_ratio: float = 0.02  # ... share of all free memory
+    # When the load stops after a pass that ran under it, one more pass from this much on
+    # (step 8). After the real build the build's end left 37-42 MiB unreportable, under
+    # compact_min_bytes, and the host 160-170 MiB above the guest's rest until the deep reclaim
+    # a minute later (benchmark, 3 runs of 3); a pass in the quiet leaves 20-35 MiB.
+    quiet_compact_min_bytes: int = 32 << 20
     # ... and at least this long after the last compaction. Short, because one that has little
     # to move is cheap (0.2 s in a TCG guest here) and the kernel may cut one short; the
     # doubling below keeps a guest that stays fragmented from paying it every time.
@@ -222,6 +230,9 @@ class AdaptiveState:
     compact_before_bytes: int | None = None
     compact_baseline_bytes: int | None = None
     compact_failures: int = 0
+    # The last compaction ran on a busy tick; the first quiet tick after it may compact again,
+    # back-off or not (step 8).
+    compacted_under_load: bool = False
     idle_reclaimed: bool = False  # reclaimed in this idle period (unbounded reclaim: only once)
     idle_since: float | None = None  # the first idle tick of this idle period
     deep_reclaimed: bool = False  # step 5's deep idle reclaim ran in this idle period
@@ -263,6 +274,16 @@ def _idle(window: tuple[CpuPoint, ...], config: AdaptiveConfig) -> tuple[bool, s
     return True, f"idle ({percent:.1f} % CPU over {span:.0f} s)"
 
 
+def _quiet_tick(window: tuple[CpuPoint, ...], config: AdaptiveConfig) -> bool:
+    """Whether the guest was quiet (idle_busy_ratio or less) over the last tick alone."""
+    if len(window) < 2:
+        return False
+    before, last = window[-2], window[-1]
+    total = last.total_jiffies - before.total_jiffies
+    busy = own_time_clamped(last.busy_jiffies - before.busy_jiffies)
+    return total > 0 and busy <= config.idle_busy_ratio * total
+
+
 def _decay(floor: int, dt: float, config: AdaptiveConfig) -> int:
     gap = floor - config.min_floor_bytes
     if gap <= 0:
@@ -270,31 +291,57 @@ def _decay(floor: int, dt: float, config: AdaptiveConfig) -> int:
     return config.min_floor_bytes + int(gap * (1 - config.floor_decay_ratio_per_min) ** (dt / 60))
 
 
+def _worth_a_pass(
+    free: FreeSplit, config: AdaptiveConfig, settling: bool, *, load_stopped: bool
+) -> bool:
+    """Whether enough free memory is unreportable for a compaction (step 8's amounts)."""
+    stuck = free.unreportable_bytes
+    if settling:
+        least = config.busy_compact_min_bytes
+    elif load_stopped:
+        least = config.quiet_compact_min_bytes
+    else:
+        least = config.compact_min_bytes
+    total_free = free.reportable_bytes + free.unreportable_bytes
+    return stuck > least and stuck > config.compact_min_ratio * total_free
+
+
 def _compaction(
-    obs: Observation, config: AdaptiveConfig, state: AdaptiveState, settling: bool
+    obs: Observation,
+    config: AdaptiveConfig,
+    state: AdaptiveState,
+    settling: bool,
+    *,
+    load_stopped: bool = False,
 ) -> str | None:
-    """Why to compact now, or None. `settling`: busy, and the agent is still freeing cache."""
+    """Why to compact now, or None. `settling`: busy, and the agent is still freeing cache.
+    `load_stopped`: the last compaction ran under a load that has stopped since; from
+    quiet_compact_min_bytes up, compact_interval_s after it, whatever the back-off says."""
     free = obs.free
-    if free is None or not obs.reclaim.compact_memory:
+    if (
+        free is None
+        or not obs.reclaim.compact_memory
+        or not _worth_a_pass(free, config, settling, load_stopped=load_stopped)
+    ):
         return None
     total_free = free.reportable_bytes + free.unreportable_bytes
     stuck = free.unreportable_bytes
-    least = config.busy_compact_min_bytes if settling else config.compact_min_bytes
-    if stuck <= least or stuck <= config.compact_min_ratio * total_free:
-        return None
+    share = 100 * stuck / total_free
+    why = (
+        f"{fmt(stuck)} free in blocks below order {free.reporting_order} "
+        f"({share:.0f} % of free) cannot be reported"
+    )
     wait = config.compact_interval_s
     baseline = state.compact_baseline_bytes
-    if baseline is not None and stuck - baseline <= config.compact_min_bytes:
+    if load_stopped:
+        why = f"{why}, and the load the last pass ran under has stopped"
+    elif baseline is not None and stuck - baseline <= config.compact_min_bytes:
         # No worse than the last compaction left: retry, less often each time it did not help.
         wait = min(wait * 2**state.compact_failures, config.compact_max_interval_s)
     last = state.last_compact_at
     if last is not None and obs.timestamp - last < wait:
         return None
-    share = 100 * stuck / total_free
-    return (
-        f"{fmt(stuck)} free in blocks below order {free.reporting_order} "
-        f"({share:.0f} % of free) cannot be reported"
-    )
+    return why
 
 
 def _split(
@@ -423,6 +470,7 @@ def _plan_compaction(
     settling: bool,
     *,
     idle_step: int = 0,
+    quiet: bool = False,
 ) -> tuple[str | None, AdaptiveState]:
     """(why to compact now or None, the state with this tick's compaction bookkeeping).
 
@@ -439,6 +487,19 @@ def _plan_compaction(
     compacted 2 s later, 20 MiB in 1 of 1; the same reclaims by hand, compacted at once, at most
     28 MiB in 7 of 7, and 30 s later 42 MiB (docs/benchmarks/one-off/build_real_idle.py,
     2026-12-07).
+
+    `quiet`: this tick alone was quiet (_quiet_tick). A pass that ran under load says little of
+    what one does once the load has stopped: the processes that were running freed their
+    memory since. So after a busy pass, once the load stops, one more pass comes
+    compact_interval_s after it, whatever its back-off, from quiet_compact_min_bytes up; it is
+    judged as usual; compact_interval_s after the busy pass, as any two passes. Seen after the
+    real build (benchmark, 2026-12-07, 3 runs of 3, each pass with the per-CPU lists held
+    down): the pass while the last compiler step ran took the unreportable free memory from
+    135-145 to 53-57 MiB; the compilers' exit left 37-42 MiB, under compact_min_bytes, and the
+    footprint at 336-346 MiB for a minute, until the deep reclaim's pass took it to 180 MiB.
+    Their freed pages also sit on the per-CPU lists, which buddyinfo does not count and a
+    pass's flush hands back. A pass by hand at the build's end took the footprint from 472 to
+    308 MiB within 5 s (2 of 2; docs/benchmarks/one-off/build_real_idle.py, mode atend).
     """
     now = obs.timestamp
     if state.last_compact_at is not None and state.compact_baseline_bytes is None and obs.free:
@@ -448,7 +509,14 @@ def _plan_compaction(
         if before is not None:
             failures = 0 if before - left >= config.compact_min_bytes else failures + 1
         state = dataclasses.replace(state, compact_baseline_bytes=left, compact_failures=failures)
-    compact = _compaction(obs, config, state, settling)
+    load_stopped = quiet and state.compacted_under_load
+    compact = _compaction(obs, config, state, settling, load_stopped=load_stopped)
+    if (
+        load_stopped
+        and compact is None
+        and not (obs.free and _worth_a_pass(obs.free, config, settling, load_stopped=True))
+    ):
+        state = dataclasses.replace(state, compacted_under_load=False)  # nothing left to redo
     after_reclaim = idle_step >= config.compact_min_bytes
     # A split or this tick's reclaim changes what the compaction faces: not judged.
     judged = compact is not None and not split and not after_reclaim
@@ -475,6 +543,7 @@ def _plan_compaction(
             last_compact_at=now,
             compact_baseline_bytes=None,
             compact_before_bytes=obs.free.unreportable_bytes if obs.free and judged else None,
+            compacted_under_load=not quiet,
         )
     return compact, state
 
@@ -580,7 +649,13 @@ def _decide_reclaim(
     # otherwise hold it off for good.
     settling = not idle and (freeing or waiting >= config.compact_min_bytes)
     compact, state = _plan_compaction(
-        obs, config, state, split is not None, settling, idle_step=step if idle else 0
+        obs,
+        config,
+        state,
+        split is not None,
+        settling,
+        idle_step=step if idle else 0,
+        quiet=_quiet_tick(state.cpu_window, config),
     )
     if step > 0:
         why = f"{why}; reclaiming {fmt(step)}"
