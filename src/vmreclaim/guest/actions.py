@@ -447,8 +447,9 @@ def percpu_lists_flushed(
     the ceiling flushes the lists' oldest pages), and put the ceiling back when the block ends.
     Held down through a compaction, because the pages a compaction frees (the old places of
     those it moves) go to these lists too, and pin the very blocks it emptied: with the ceiling
-    put back first, a pass after the real build left 53-70 MiB unreportable, until the next
-    pass's flush returned 43 MiB of it in 0.02 s (docs/benchmarks/one-off/build_real_idle.py).
+    put back first, a pass after the real build left 12,009-13,286 pages on them (164 before)
+    and the host 72-88 MiB above where a flush alone took it 6 s later
+    (docs/benchmarks/one-off/build_real_idle.py, mode restorefirst).
     """
     path = under(root, PCP_HIGH_FRACTION_FILE)
     before = read_int(root, PCP_HIGH_FRACTION_FILE)

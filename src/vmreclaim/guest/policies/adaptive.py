@@ -230,7 +230,7 @@ class AdaptiveState:
     compact_before_bytes: int | None = None
     compact_baseline_bytes: int | None = None
     compact_failures: int = 0
-    # The last compaction ran on a busy tick; the first quiet tick after it may compact again,
+    # The last compaction ran on a busy tick: once the load stops, one more pass may come,
     # back-off or not (step 8).
     compacted_under_load: bool = False
     idle_reclaimed: bool = False  # reclaimed in this idle period (unbounded reclaim: only once)
