@@ -448,7 +448,7 @@ def percpu_lists_flushed(
     Held down through a compaction, because the pages a compaction frees (the old places of
     those it moves) go to these lists too, and pin the very blocks it emptied: with the ceiling
     put back first, a pass after the real build left 12,009-13,286 pages on them (164 before)
-    and the host 72-88 MiB above where a flush alone took it 6 s later
+    and the host 74-88 MiB above where a flush alone took it 6 s later
     (docs/benchmarks/one-off/build_real_idle.py, mode restorefirst).
     """
     path = under(root, PCP_HIGH_FRACTION_FILE)
