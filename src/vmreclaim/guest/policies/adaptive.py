@@ -258,11 +258,18 @@ def _slide(window: tuple[_Point, ...], point: _Point, span_s: float) -> tuple[_P
     return tuple(points[start:])
 
 
+def _cpu_between(first: CpuPoint, last: CpuPoint) -> tuple[int, int]:
+    """(busy jiffies, all jiffies) from one sample to a later one, the agent's own time out."""
+    return (
+        own_time_clamped(last.busy_jiffies - first.busy_jiffies),
+        last.total_jiffies - first.total_jiffies,
+    )
+
+
 def _idle(window: tuple[CpuPoint, ...], config: AdaptiveConfig) -> tuple[bool, str]:
     """(idle over the whole window, the CPU state in words for reasons)."""
     first, last = window[0], window[-1]
-    total = last.total_jiffies - first.total_jiffies
-    busy = own_time_clamped(last.busy_jiffies - first.busy_jiffies)
+    busy, total = _cpu_between(first, last)
     span = last.timestamp - first.timestamp
     if total <= 0:
         return False, "not idle (no CPU time measured)"
@@ -278,9 +285,7 @@ def _quiet_tick(window: tuple[CpuPoint, ...], config: AdaptiveConfig) -> bool:
     """Whether the guest was quiet (idle_busy_ratio or less) over the last tick alone."""
     if len(window) < 2:
         return False
-    before, last = window[-2], window[-1]
-    total = last.total_jiffies - before.total_jiffies
-    busy = own_time_clamped(last.busy_jiffies - before.busy_jiffies)
+    busy, total = _cpu_between(window[-2], window[-1])
     return total > 0 and busy <= config.idle_busy_ratio * total
 
 
@@ -492,11 +497,11 @@ def _plan_compaction(
     what one does once the load has stopped: the processes that were running freed their
     memory since. So after a busy pass, once the load stops, one more pass comes
     compact_interval_s after it, whatever its back-off, from quiet_compact_min_bytes up; it is
-    judged as usual; compact_interval_s after the busy pass, as any two passes. Seen after the
-    real build (benchmark, 2026-12-07, 3 runs of 3, each pass with the per-CPU lists held
-    down): the pass while the last compiler step ran took the unreportable free memory from
-    135-145 to 53-57 MiB; the compilers' exit left 37-42 MiB, under compact_min_bytes, and the
-    footprint at 336-346 MiB for a minute, until the deep reclaim's pass took it to 180 MiB.
+    judged as usual. Seen after the real build (benchmark, 2026-12-07, 3 runs of 3, each pass
+    with the per-CPU lists held down): the pass while the last compiler step ran took the
+    unreportable free memory from 135-145 to 53-57 MiB; the compilers' exit left 37-42 MiB,
+    under compact_min_bytes, and the footprint at 336-346 MiB for a minute, until the deep
+    reclaim's pass took it to 180 MiB.
     Their freed pages also sit on the per-CPU lists, which buddyinfo does not count and a
     pass's flush hands back. A pass by hand at the build's end took the footprint from 472 to
     308 MiB within 5 s (2 of 2; docs/benchmarks/one-off/build_real_idle.py, mode atend).
