@@ -235,12 +235,11 @@ PROBE_EVERY_S = {mode: 10.0 for mode in WATCH_S}
 for timed in ("timing", "atend", "afterbusy", "restorefirst"):
     WATCH_S[timed], PROBE_EVERY_S[timed] = 50, 3.0
 POLICY = {"gradual": "gradual", **dict.fromkeys(BY_HAND_ONLY, "off")}
+# The agent's compactions off (no amount reaches these), the rest of the law as landed.
+COMPACTIONS_OFF = "[adaptive]\ncompact_min_bytes = 1T\nbusy_compact_min_bytes = 1T\n"
 AGENT_INI = {
     "nobusy": "[adaptive]\nbusy_max_step_bytes = 0\ndrop_behind_age_s = 0\n",
-    # Its compactions off (no amount reaches these), the rest of the law as landed.
-    "timing": "[adaptive]\ncompact_min_bytes = 1T\nbusy_compact_min_bytes = 1T\n",
-    "atend": "[adaptive]\ncompact_min_bytes = 1T\nbusy_compact_min_bytes = 1T\n",
-    "restorefirst": "[adaptive]\ncompact_min_bytes = 1T\nbusy_compact_min_bytes = 1T\n",
+    **dict.fromkeys(["timing", "atend", "restorefirst"], COMPACTIONS_OFF),
     # One pass at most: the first, if one comes in the build.
     "afterbusy": "[adaptive]\ncompact_interval_s = 1000\n",
     # A pass that did not help retried after 10 s instead of 20 s.
