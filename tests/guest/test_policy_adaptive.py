@@ -338,6 +338,22 @@ def test_when_the_load_stops_less_unreportable_is_worth_a_pass(sim):
     assert _compaction_times(driver.run(30, busy_ratio=0.0)) == [56.0]  # the first quiet tick
 
 
+def test_when_the_load_stops_the_share_of_free_memory_is_not_asked(sim):
+    """35 MiB unreportable beside 1.9 GiB reportable: under the 2 % share every other pass
+    needs (39 MiB), over the 32 MiB the pass after a load needs."""
+    _fragment(sim, 30000)
+    sim.set_cache(active=0, inactive=0, slab=0)
+    driver = PolicyDriver(sim, ADAPTIVE)
+    assert _compaction_times(driver.run(24, busy_ratio=BUSY)) == [2.0, 22.0]
+    sim.root.write(  # 4600 order-0, 2000 order-1 and 100 order-2 pages; 480 blocks of 4 MiB
+        "/proc/buddyinfo",
+        "Node 0, zone   Normal   4600   2000    100      0      0      0      0      0"
+        "      0      0    480 \n",
+    )
+    assert not _compaction_times(driver.run(30, busy_ratio=BUSY))
+    assert _compaction_times(driver.run(30, busy_ratio=0.0)) == [56.0]  # the first quiet tick
+
+
 def test_a_guest_quiet_all_along_compacts_on_the_back_off_alone(sim):
     _fragment(sim, 30000)
     sim.set_cache(active=0, inactive=0, slab=0)  # no deep idle reclaim to compact after
