@@ -61,10 +61,10 @@ Control law, once per tick (dt seconds since the previous one):
    load stops (a tick at idle_busy_ratio or less) after a pass that ran under it, one more
    pass comes compact_interval_s after that one, back-off or not, from quiet_compact_min_bytes
    up, whatever share of free memory that is: what was running has freed its memory since
-   (see _plan_compaction). Every pass
-   flushes the kernel's per-CPU free lists first and keeps them near empty through it
-   (actions.percpu_lists_flushed): their pages pin the blocks they lie in, no compaction moves
-   them, and the pages a pass frees would go there and pin the blocks it emptied.
+   (see _plan_compaction). Every pass flushes the kernel's per-CPU free lists first and keeps
+   them near empty through it (actions.percpu_lists_flushed): their pages pin the blocks they
+   lie in, no compaction moves them, and the pages a pass frees would go there and pin the
+   blocks it emptied.
 9. Huge pages that processes partly freed hold their free part until the deferred split
    shrinker runs, which the kernel does under memory pressure only. When they hold more than
    thp_split_min_bytes, split them (busy or idle: it costs no page cache, see
@@ -308,7 +308,7 @@ def _worth_a_pass(
     elif load_stopped:
         # Once per load stop, so the share that guards large guests from paying often is not
         # asked: in a 2 GiB guest it is 36 MiB, and it held back the pass at 33.9 MiB after a
-        # build (1 run of 3).
+        # build (1 run of 3; without it, the pass came in 3 runs of 3, twice at 34-35 MiB).
         return stuck > config.quiet_compact_min_bytes
     else:
         least = config.compact_min_bytes
