@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from vmreclaim.bench.pgbench import (
+    Checkpoint,
     Transaction,
     database_load,
+    parse_checkpoints,
     parse_log,
     percentile,
     summarize,
@@ -127,3 +129,54 @@ def test_without_the_writers_mark_there_is_no_cold_window(tmp_path: Path) -> Non
 def test_an_empty_window_is_an_error() -> None:
     with pytest.raises(ValueError, match="empty window"):
         summarize([], 10.0, 10.0)
+
+
+def test_each_second_has_its_own_figures(tmp_path: Path) -> None:
+    load = database_load(_logs(tmp_path), 1796072104.0, 1796072117.96, cold_started_at=1796072117.0)
+    seconds = load.per_second
+    assert len(seconds) == 14  # 13 whole seconds and the part of one up to the stop
+    assert seconds[-1].seconds == pytest.approx(0.96)
+    # the stop leaves out thread 1's two last, at .970 and .972
+    assert [s.transactions for s in seconds] == [6, 0, 0, 2] + [0] * 9 + [2]
+    assert seconds[0].latency_max_s == pytest.approx(0.013659)
+    assert seconds[1].latency_p99_s is None  # nothing ended in it
+    assert seconds[13].latency_max_s == pytest.approx(0.001236)
+    assert sum(s.transactions for s in seconds) == load.whole.transactions
+    assert load.started_at == 1796072104.0
+    assert load.cold_started_at == 1796072117.0
+
+
+# PostgreSQL 15's server log with its defaults (log_line_prefix '%m [%p] ', log_checkpoints on),
+# from a lab guest: the start and the setup's CHECKPOINT verbatim, then two checkpoints the WAL
+# asked for, written in the same form.
+SERVER_LOG = """\
+2026-12-07 21:42:01.883 UTC [143] LOG:  starting PostgreSQL 15.18 (Debian 15.18-0+deb12u1) on x86_64-pc-linux-gnu, compiled by gcc (Debian 12.2.0-14+deb12u1) 12.2.0, 64-bit
+2026-12-07 21:42:01.889 UTC [143] LOG:  listening on Unix socket "/tmp/.s.PGSQL.5432"
+2026-12-07 21:42:01.917 UTC [146] LOG:  database system was shut down at 2026-12-07 21:42:01 UTC
+2026-12-07 21:42:02.030 UTC [143] LOG:  database system is ready to accept connections
+2026-12-07 21:42:09.833 UTC [144] LOG:  checkpoint starting: immediate force wait
+2026-12-07 21:42:09.957 UTC [144] LOG:  checkpoint complete: wrote 70 buffers (1.7%); 0 WAL file(s) added, 0 removed, 0 recycled; write=0.035 s, sync=0.072 s, total=0.123 s; sync files=54, longest=0.004 s, average=0.002 s; distance=267 kB, estimate=267 kB
+2026-12-07 21:42:48.000 UTC [144] LOG:  checkpoint starting: wal
+2026-12-07 21:43:07.250 UTC [144] LOG:  checkpoint complete: wrote 2210 buffers (27.0%); 0 WAL file(s) added, 0 removed, 2 recycled; write=18.903 s, sync=0.211 s, total=19.261 s; sync files=14, longest=0.120 s, average=0.015 s; distance=65570 kB, estimate=65570 kB
+2026-12-07 21:43:58.500 UTC [144] LOG:  checkpoint starting: wal
+"""
+AT_21_42_09 = 1796679729.0
+
+
+def test_checkpoints_are_read_from_the_servers_log() -> None:
+    assert parse_checkpoints(SERVER_LOG) == (
+        Checkpoint(AT_21_42_09 + 0.833, AT_21_42_09 + 0.957),
+        Checkpoint(AT_21_42_09 + 39.0, AT_21_42_09 + 58.25),
+        Checkpoint(AT_21_42_09 + 109.5, None),  # not complete when the log was read
+    )
+
+
+def test_only_the_checkpoints_that_overlap_pgbenchs_run_are_kept(tmp_path: Path) -> None:
+    load = database_load(
+        [],
+        AT_21_42_09 + 40.0,
+        AT_21_42_09 + 100.0,
+        cold_started_at=None,
+        server_log=SERVER_LOG,
+    )
+    assert [c.started_at for c in load.checkpoints] == [AT_21_42_09 + 39.0]

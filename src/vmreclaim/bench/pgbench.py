@@ -10,7 +10,9 @@ PostgreSQL 15 writes one line per transaction and client thread:
 
 from __future__ import annotations
 
+import datetime
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,6 +38,7 @@ class PgbenchFigures:
     latency_avg_s: float | None
     latency_p99_s: float | None
     """The nearest-rank 99th percentile: 99 % of the window's transactions took at most this."""
+    latency_max_s: float | None = None
 
 
 _FIELDS = 6
@@ -84,7 +87,40 @@ def summarize(transactions: Iterable[Transaction], start: float, end: float) -> 
         tps=len(latencies) / seconds,
         latency_avg_s=sum(latencies) / len(latencies) if latencies else None,
         latency_p99_s=percentile(latencies, 0.99) if latencies else None,
+        latency_max_s=latencies[-1] if latencies else None,
     )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    started_at: float
+    """Seconds since the epoch, on the server's clock."""
+    ended_at: float | None
+    """None if it had not completed when the log was read."""
+
+
+# PostgreSQL's default log_line_prefix ('%m [%p] '): the time in milliseconds and its zone.
+_CHECKPOINT_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) (?:UTC|GMT) \[\d+\] "
+    r"LOG:  checkpoint (starting|complete)"
+)
+
+
+def parse_checkpoints(server_log: str) -> tuple[Checkpoint, ...]:
+    """The checkpoints in a PostgreSQL server log with the default line prefix and the clock in
+    UTC or GMT (log_checkpoints is on by default since PostgreSQL 15); other lines are skipped."""
+    checkpoints: list[Checkpoint] = []
+    for line in server_log.splitlines():
+        match = _CHECKPOINT_LINE.match(line)
+        if match is None:
+            continue
+        stamp = datetime.datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S.%f")
+        at = stamp.replace(tzinfo=datetime.timezone.utc).timestamp()
+        if match[2] == "starting":
+            checkpoints.append(Checkpoint(at, None))
+        elif checkpoints and checkpoints[-1].ended_at is None:
+            checkpoints[-1] = Checkpoint(checkpoints[-1].started_at, at)
+    return tuple(checkpoints)
 
 
 @dataclass(frozen=True)
@@ -104,6 +140,17 @@ class DatabaseLoad:
     """/proc/vmstat workingset_refault_file over the run: file pages read back after reclaim
     evicted them. Only the database's files are read again and again here, so these are its
     pages taken from the cache."""
+    started_at: float | None = None
+    """When pgbench started, in seconds since the epoch on the guest's clock: the agent's log
+    (the same clock) says what it did at each of `per_second`."""
+    cold_started_at: float | None = None
+    per_second: tuple[PgbenchFigures, ...] = ()
+    """Second by second from pgbench's start: where in the run the slow transactions fell, next
+    to what the agent did then. A p99 over a window follows its slowest 1 %, and a few seconds
+    can hold all of them."""
+    checkpoints: tuple[Checkpoint, ...] = ()
+    """The server's checkpoints during the run: each writes the tables' dirty pages out and
+    syncs them, the database's own cause of slow seconds."""
 
 
 def database_load(
@@ -114,10 +161,11 @@ def database_load(
     cold_started_at: float | None,
     cold_ended_at: float | None = None,
     window_s: float = float("inf"),
+    server_log: str = "",
 ) -> DatabaseLoad:
     """The figures of one pgbench run from the text of its log files (one per thread) and the
     guest's times of its start and stop and of the cold writer's start and end; the cold
-    writer's window lasts `window_s`."""
+    writer's window lasts `window_s`; the checkpoints from the server's log that overlap the run."""
     transactions = [t for text in logs for t in parse_log(text)]
     cold = None
     if cold_started_at is not None and cold_started_at < stopped_at:
@@ -126,4 +174,30 @@ def database_load(
     writer = None
     if cold_started_at is not None and cold_ended_at is not None:
         writer = cold_ended_at - cold_started_at
-    return DatabaseLoad(summarize(transactions, started_at, stopped_at), cold, writer)
+    return DatabaseLoad(
+        summarize(transactions, started_at, stopped_at),
+        cold,
+        writer,
+        started_at=started_at,
+        cold_started_at=cold_started_at,
+        per_second=per_second(transactions, started_at, stopped_at),
+        checkpoints=tuple(
+            c
+            for c in parse_checkpoints(server_log)
+            if c.started_at < stopped_at and (c.ended_at is None or c.ended_at >= started_at)
+        ),
+    )
+
+
+def per_second(
+    transactions: Iterable[Transaction], start: float, end: float
+) -> tuple[PgbenchFigures, ...]:
+    """The figures of each whole second from `start`; the last, shorter one up to `end`."""
+    by_second: dict[int, list[Transaction]] = {}
+    for t in transactions:
+        if start <= t.ended_at < end:
+            by_second.setdefault(int(t.ended_at - start), []).append(t)
+    return tuple(
+        summarize(by_second.get(i, ()), start + i, min(end, start + i + 1))
+        for i in range(math.ceil(end - start))
+    )

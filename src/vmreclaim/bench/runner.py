@@ -15,6 +15,7 @@ from vmreclaim.bench.pgbench import DatabaseLoad, database_load
 from vmreclaim.bench.recorder import Recorder, Recording
 from vmreclaim.bench.scenarios import (
     COLD_DONE,
+    DATABASE_LOG,
     HEAP_REPORT,
     HOT_REPORT,
     HOT_STOP,
@@ -238,6 +239,7 @@ def _database(vm: VirtualMachine, window_s: float) -> DatabaseLoad:
     ended = float(done.text) if done.ok and done.text.strip().isdigit() else None
     if ended is None:
         log.warning("the cold writer had not finished when the run ended")
+    server_log = vm.run(["cat", DATABASE_LOG])
     load = database_load(
         logs,
         run.started_at,
@@ -245,6 +247,7 @@ def _database(vm: VirtualMachine, window_s: float) -> DatabaseLoad:
         cold_started_at=run.marked_at,
         cold_ended_at=ended,
         window_s=window_s,
+        server_log=server_log.stdout.decode(errors="replace") if server_log.ok else "",
     )
     if load.cold_write is not None and load.cold_write.seconds < window_s:
         log.warning(

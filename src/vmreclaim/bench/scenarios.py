@@ -24,6 +24,9 @@ PGBENCH_STOP = "/tmp/pgbench.stop"
 PGBENCH_REPORT = "/tmp/pgbench.json"
 PGBENCH_OUTPUT = "/tmp/pgbench.out"
 COLD_MARK = "/tmp/cold.mark"
+# The database's cluster, and the server's log that vmreclaim.workloads.database keeps beside it.
+DATABASE_DIR = "/mnt/scratch/postgres/data"
+DATABASE_LOG = "/mnt/scratch/postgres/postgresql.log"
 # Made once the cold writer has written and synced every file.
 COLD_DONE = "/tmp/cold.done"
 
@@ -312,7 +315,7 @@ def pgbench(quick: bool, select_only: bool) -> Scenario:
             ),
         ),
         cold_bytes=cold,
-        setup=f"{W} database /mnt/scratch/postgres/data --scale {database.scale} "
+        setup=f"{W} database {DATABASE_DIR} --scale {database.scale} "
         f"--shared-buffers {database.shared_buffers}",
         database=database,
     )
