@@ -14,6 +14,7 @@ from vmreclaim.bench.pgbench import (
     parse_checkpoints,
     parse_log,
     percentile,
+    slowest,
     summarize,
 )
 
@@ -144,6 +145,20 @@ def test_each_second_has_its_own_figures(tmp_path: Path) -> None:
     assert sum(s.transactions for s in seconds) == load.whole.transactions
     assert load.started_at == 1796072104.0
     assert load.cold_started_at == 1796072117.0
+
+
+def test_the_slowest_twentieth_is_kept_slowest_first(tmp_path: Path) -> None:
+    load = database_load(_logs(tmp_path), 1796072104.0, 1796072118.0, cold_started_at=None)
+    # 12 transactions: the slowest 5 % rounds up to one, 1/1's 13,659 us
+    assert load.slowest == (Transaction(1796072104.526265, 0.013659),)
+    many = [Transaction(1796072104.0 + i / 100, i / 1e3) for i in range(100)]
+    assert [t.latency_s for t in slowest(many, 1796072104.0, 1796072106.0)] == [
+        0.099,
+        0.098,
+        0.097,
+        0.096,
+        0.095,
+    ]
 
 
 # PostgreSQL 15's server log with its defaults (log_line_prefix '%m [%p] ', log_checkpoints on),

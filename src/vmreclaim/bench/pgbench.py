@@ -42,6 +42,7 @@ class PgbenchFigures:
 
 
 _FIELDS = 6
+SLOWEST_SHARE = 0.05
 
 
 def parse_log(text: str) -> list[Transaction]:
@@ -151,6 +152,10 @@ class DatabaseLoad:
     checkpoints: tuple[Checkpoint, ...] = ()
     """The server's checkpoints during the run: each writes the tables' dirty pages out and
     syncs them, the database's own cause of slow seconds."""
+    slowest: tuple[Transaction, ...] = ()
+    """The run's slowest SLOWEST_SHARE of transactions, slowest first: enough to recount a
+    window's p99 without some of its seconds (one rank in a hundred of the window is needed,
+    one in twenty of the run is kept)."""
 
 
 def database_load(
@@ -186,7 +191,17 @@ def database_load(
             for c in parse_checkpoints(server_log)
             if c.started_at < stopped_at and (c.ended_at is None or c.ended_at >= started_at)
         ),
+        slowest=slowest(transactions, started_at, stopped_at),
     )
+
+
+def slowest(
+    transactions: Iterable[Transaction], start: float, end: float
+) -> tuple[Transaction, ...]:
+    """The slowest SLOWEST_SHARE of the transactions that ended in [start, end), slowest first."""
+    done = [t for t in transactions if start <= t.ended_at < end and t.latency_s is not None]
+    done.sort(key=lambda t: t.latency_s or 0.0, reverse=True)
+    return tuple(done[: math.ceil(SLOWEST_SHARE * len(done))])
 
 
 def per_second(
