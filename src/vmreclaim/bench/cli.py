@@ -22,10 +22,18 @@ _SCENARIOS = (
     "pgbench-rw",
 )
 _CONTENDERS = ("no-reporting", "reporting", "wsl2-dropcache", "wsl2-gradual", "adaptive")
+# Chosen by name only: the agent's cost alone (its ticks without its actions).
+_OTHER_CONTENDERS = ("agent-off",)
 
 
-def _check(names: list[str] | None, known: tuple[str, ...], what: str) -> list[str]:
-    chosen = names or list(known)
+def _check(
+    names: list[str] | None,
+    known: tuple[str, ...],
+    what: str,
+    *,
+    default: tuple[str, ...] | None = None,
+) -> list[str]:
+    chosen = names or list(known if default is None else default)
     unknown = [name for name in chosen if name not in known]
     if unknown:
         raise UsageError(
@@ -45,7 +53,7 @@ def _bench(args: argparse.Namespace) -> int:
     from vmreclaim.units import format_size, parse_size
 
     scenarios = _check(args.scenario, _SCENARIOS, "scenario")
-    contenders = _check(args.policy, _CONTENDERS, "policy")
+    contenders = _check(args.policy, _CONTENDERS + _OTHER_CONTENDERS, "policy", default=_CONTENDERS)
     memory = parse_size(args.memory)
     if args.repeat < 1:
         raise UsageError(f"bad --repeat {args.repeat}", hint="give 1 or more runs")
@@ -145,7 +153,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--policy",
         action="append",
         metavar="NAME",
-        help=f"repeatable; default all: {', '.join(_CONTENDERS)}",
+        help=f"repeatable; default all: {', '.join(_CONTENDERS)}; also "
+        f"{', '.join(_OTHER_CONTENDERS)} (the agent observing, never acting)",
     )
     bench.add_argument("--out", type=Path, default=Path("bench-out"), help="default ./bench-out")
     bench.add_argument("--quick", action="store_true", help="smaller amounts, shorter phases")

@@ -22,5 +22,8 @@ CONTENDERS = {
         Contender("wsl2-dropcache", "WSL2 autoMemoryReclaim=dropcache", True, "dropcache"),
         Contender("wsl2-gradual", "WSL2 autoMemoryReclaim=gradual", True, "gradual"),
         Contender("adaptive", "vmreclaim adaptive", True, "adaptive"),
+        # Not in the default set: the agent observing and never acting, so that what its ticks
+        # alone cost a workload can be told from what its actions cost.
+        Contender("agent-off", "vmreclaim agent that never acts (policy off)", True, "off"),
     )
 }
