@@ -5,6 +5,9 @@ phase begins. Amounts fit a 2 GiB guest."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+from vmreclaim.workloads.database import server_log
 
 MIB = 1 << 20
 W = "python3 -m vmreclaim.workloads"
@@ -24,11 +27,11 @@ PGBENCH_STOP = "/tmp/pgbench.stop"
 PGBENCH_REPORT = "/tmp/pgbench.json"
 PGBENCH_OUTPUT = "/tmp/pgbench.out"
 COLD_MARK = "/tmp/cold.mark"
-# The database's cluster, and the server's log that vmreclaim.workloads.database keeps beside it.
-DATABASE_DIR = "/mnt/scratch/postgres/data"
-DATABASE_LOG = "/mnt/scratch/postgres/postgresql.log"
 # Made once the cold writer has written and synced every file.
 COLD_DONE = "/tmp/cold.done"
+# The database's cluster on the scratch disk, and its server's log.
+DATABASE_DIR = "/mnt/scratch/postgres/data"
+DATABASE_LOG = str(server_log(Path(DATABASE_DIR)))
 
 
 @dataclass(frozen=True)

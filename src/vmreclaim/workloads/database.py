@@ -95,6 +95,11 @@ def _as_postgres(argv: Sequence[str], timeout: float) -> str:
     return done.stdout
 
 
+def server_log(data_dir: Path) -> Path:
+    """Where the server started on `data_dir` writes its log: beside the cluster, not in it."""
+    return data_dir.parent / "postgresql.log"
+
+
 def prepare(data_dir: Path, scale: int, shared_buffers: str) -> None:
     """Make a cluster in `data_dir`, start its server, load pgbench's tables at `scale` (about
     15 MiB each) and read their files once, so that the database starts in the page cache."""
@@ -121,7 +126,7 @@ def prepare(data_dir: Path, scale: int, shared_buffers: str) -> None:
     settings = {**_SERVER_SETTINGS, "shared_buffers": f"'{shared_buffers}'"}
     with (data_dir / "postgresql.conf").open("a") as conf:
         conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
-    log = data_dir.parent / "postgresql.log"
+    log = server_log(data_dir)
     log.touch()
     os.chown(log, *_ids())
     _as_postgres(
