@@ -186,7 +186,7 @@ def test_checkpoints_are_read_from_the_servers_log() -> None:
     )
 
 
-def test_only_the_checkpoints_that_overlap_pgbenchs_run_are_kept(tmp_path: Path) -> None:
+def test_only_the_checkpoints_that_overlap_pgbenchs_run_are_kept() -> None:
     load = database_load(
         [],
         AT_21_42_09 + 40.0,

@@ -13,10 +13,11 @@ PYTHONPATH=src .venv/bin/python docs/benchmarks/one-off/pgbench_slow_seconds.py 
 
 import datetime
 import json
-import math
 import re
 import sys
 from pathlib import Path
+
+from vmreclaim.bench.pgbench import nearest_rank
 
 LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) \w+ vmreclaim: (.*)$")
 
@@ -46,10 +47,6 @@ def inside(at, spans):
     return any(start <= at < end for start, end in spans)
 
 
-def p99_rank(count):
-    return max(1, math.ceil(0.99 * count))
-
-
 def main(out):
     data = json.loads((out / "results.json").read_text())
     for run in data["runs"]:
@@ -60,7 +57,7 @@ def main(out):
         start = db["cold_started_at"]
         end = start + db["cold_write"]["seconds"]
         count = db["cold_write"]["transactions"]
-        over = count - p99_rank(count)  # transactions slower than the window's p99
+        over = count - nearest_rank(count, 0.99)  # transactions slower than the window's p99
         slow = [t for t in db["slowest"] if start <= t["ended_at"] < end]
         if len(slow) <= over:
             print(f"{name}: the kept slowest do not reach the window's p99")
@@ -84,7 +81,7 @@ def main(out):
         )
         rest = [t for t in slow if not inside(t["ended_at"], spans)]
         rest_count = count - left_out
-        rest_over = rest_count - p99_rank(rest_count)
+        rest_over = rest_count - nearest_rank(rest_count, 0.99)
         p99_rest = rest[rest_over]["latency_s"] if len(rest) > rest_over else None
         print(
             f"{name}: window {end - start:.0f} s, {count} transactions, p99 "

@@ -68,10 +68,14 @@ def parse_log(text: str) -> list[Transaction]:
     return transactions
 
 
+def nearest_rank(count: int, share: float) -> int:
+    """The 1-based rank of the `share` percentile among `count` sorted values."""
+    return max(1, math.ceil(share * count))
+
+
 def percentile(sorted_values: list[float], share: float) -> float:
     """Nearest rank: the smallest value with at least `share` of the values at or below it."""
-    rank = max(1, math.ceil(share * len(sorted_values)))
-    return sorted_values[rank - 1]
+    return sorted_values[nearest_rank(len(sorted_values), share) - 1]
 
 
 def summarize(transactions: Iterable[Transaction], start: float, end: float) -> PgbenchFigures:
